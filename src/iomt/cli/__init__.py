@@ -1,0 +1,1 @@
+"""The ``iomt`` command line: one module per command group."""

@@ -1,0 +1,41 @@
+"""Root typer app. Each command group lives in its own module and is registered here.
+
+Command modules import heavy libraries (torch, onnxruntime, flwr) inside the command
+functions, so ``iomt --help`` and ``iomt info`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.logging import RichHandler
+
+from iomt.cli import bench, info
+
+app = typer.Typer(
+    name="iomt",
+    help="iomt: Internet-of-Medical-Things platform (triage, imaging AI, alerts, federated learning).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("info")(info.info)
+app.add_typer(bench.app, name="bench")
+# Command groups registered by the other modules (one line each):
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Set up logging once for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(rich_tracebacks=True, show_path=False)],
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,8 @@
+"""``iomt bench ...``: benchmarks that report ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Benchmarks (speed as ratios against a same-run baseline).", no_args_is_help=True)
+# Benchmarks registered by their modules (one line each):

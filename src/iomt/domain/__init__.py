@@ -1,0 +1,1 @@
+"""Pure typed values shared by every layer: vitals and units, triage levels, modalities."""
