@@ -15,7 +15,7 @@ from iomt.cli import bench, info
 
 app = typer.Typer(
     name="iomt",
-    help="iomt: Internet-of-Medical-Things platform (triage, imaging AI, alerts, federated learning).",
+    help="iomt: Internet-of-Medical-Things platform (triage, imaging AI, alerts, FL).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )

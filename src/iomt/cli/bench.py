@@ -4,5 +4,7 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Benchmarks (speed as ratios against a same-run baseline).", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks (speed as ratios against a same-run baseline).", no_args_is_help=True
+)
 # Benchmarks registered by their modules (one line each):

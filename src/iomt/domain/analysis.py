@@ -135,7 +135,7 @@ class ImageAnalysisStep(Protocol):
 
 def utc_floor(moment: datetime, minutes: int) -> datetime:
     """Start of the ``minutes``-long window containing ``moment`` (windows align to the hour)."""
-    if minutes <= 0 or 60 % minutes and minutes % 60:
+    if minutes <= 0 or (60 % minutes and minutes % 60):
         raise ValueError(f"window length {minutes} min must divide an hour or be whole hours")
     epoch = int(moment.timestamp())
     size = minutes * 60

@@ -45,7 +45,9 @@ class VitalSpec:
 
 #: Canonical units follow the FLCD paper (temperature in degrees Fahrenheit, distance in feet).
 VITAL_SPECS: dict[VitalKind, VitalSpec] = {
-    VitalKind.TEMPERATURE: VitalSpec(VitalKind.TEMPERATURE, "degF", "[degF]", 77.0, 113.0, "8310-5"),
+    VitalKind.TEMPERATURE: VitalSpec(
+        VitalKind.TEMPERATURE, "degF", "[degF]", 77.0, 113.0, "8310-5"
+    ),
     VitalKind.SPO2: VitalSpec(VitalKind.SPO2, "%", "%", 50.0, 100.0, "2708-6"),
     VitalKind.HEART_RATE: VitalSpec(VitalKind.HEART_RATE, "/min", "/min", 20.0, 250.0, "8867-4"),
     VitalKind.RESP_RATE: VitalSpec(VitalKind.RESP_RATE, "/min", "/min", 2.0, 70.0, "9279-1"),

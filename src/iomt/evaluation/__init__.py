@@ -1,1 +1,1 @@
-"""iomt.evaluation"""
+"""Metrics, confidence intervals, operating thresholds, plots and reports (compute, then draw)."""
