@@ -46,9 +46,7 @@ def test_multiclass_report_matches_sklearn(seed: int) -> None:
     assert report["accuracy"] == pytest.approx(accuracy_score(y, pred))
     assert report["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     for i, label in enumerate("abc"):
-        assert report["per_class"][label]["f1"] == pytest.approx(
-            f1_score(y == i, pred == i)
-        )
+        assert report["per_class"][label]["f1"] == pytest.approx(f1_score(y == i, pred == i))
         assert report["per_class"][label]["auc"] == pytest.approx(
             roc_auc_score(y == i, proba[:, i])
         )

@@ -166,7 +166,12 @@ def binary_report(
     def auc_stat(t: NDArray[Any], s: NDArray[Any]) -> float:
         return _safe_auc(t, s)
 
-    boot: dict[str, Any] = {"groups": groups, "n_boot": n_boot, "confidence": confidence, "seed": seed}
+    boot: dict[str, Any] = {
+        "groups": groups,
+        "n_boot": n_boot,
+        "confidence": confidence,
+        "seed": seed,
+    }
     report: dict[str, Any] = {"n": n, "threshold": float(threshold)}
     ci: dict[str, dict[str, list[float]]] = {}
     for name, prop in props.items():
@@ -243,7 +248,12 @@ def multiclass_report(
     def macro_f1(t: NDArray[Any], p: NDArray[Any]) -> float:
         return float(f1_score(t, p, labels=list(range(k)), average="macro", zero_division=0.0))
 
-    boot: dict[str, Any] = {"groups": groups, "n_boot": n_boot, "confidence": confidence, "seed": seed}
+    boot: dict[str, Any] = {
+        "groups": groups,
+        "n_boot": n_boot,
+        "confidence": confidence,
+        "seed": seed,
+    }
     acc = _proportion(int(np.trace(cm)), n, confidence)
     report: dict[str, Any] = {
         "n": n,
