@@ -1,0 +1,117 @@
+"""One import point for the store's keyword-only data-access functions.
+
+Each function takes the :class:`~sqlalchemy.orm.Session` first and everything else by
+keyword; none commits (the caller owns the transaction), except where a docstring says so.
+"""
+
+from __future__ import annotations
+
+from iomt.store.alerting import (
+    SEVERITY_VALUES,
+    acknowledge_alert,
+    add_notification,
+    create_alert,
+    due_notifications,
+    get_alert,
+    list_alerts,
+    list_notifications,
+    record_attempt,
+)
+from iomt.store.audit import (
+    add_dead_letter,
+    count_dead_letters,
+    list_audit,
+    list_dead_letters,
+    record_audit,
+)
+from iomt.store.clinical import (
+    add_finding,
+    add_study,
+    find_study_by_hash,
+    get_study,
+    list_findings,
+    list_studies,
+    list_verdicts,
+    set_study_status,
+    store_verdict,
+)
+from iomt.store.credentials import verify_device_secret
+from iomt.store.identity import (
+    assign_clinician,
+    assigned_patient_ids,
+    authenticate_user,
+    clinicians_for_patient,
+    create_patient,
+    create_user,
+    device_patient_map,
+    get_device,
+    get_patient,
+    get_user,
+    get_user_by_username,
+    is_assigned,
+    list_devices,
+    list_patients,
+    list_users,
+    register_device,
+    rotate_device_secret,
+    set_password,
+    unassign_clinician,
+)
+from iomt.store.readings import (
+    count_readings,
+    insert_readings,
+    list_readings,
+    patients_with_readings,
+    readings_for_window,
+)
+
+__all__ = [
+    "SEVERITY_VALUES",
+    "acknowledge_alert",
+    "add_dead_letter",
+    "add_finding",
+    "add_notification",
+    "add_study",
+    "assign_clinician",
+    "assigned_patient_ids",
+    "authenticate_user",
+    "clinicians_for_patient",
+    "count_dead_letters",
+    "count_readings",
+    "create_alert",
+    "create_patient",
+    "create_user",
+    "device_patient_map",
+    "due_notifications",
+    "find_study_by_hash",
+    "get_alert",
+    "get_device",
+    "get_patient",
+    "get_study",
+    "get_user",
+    "get_user_by_username",
+    "insert_readings",
+    "is_assigned",
+    "list_alerts",
+    "list_audit",
+    "list_dead_letters",
+    "list_devices",
+    "list_findings",
+    "list_notifications",
+    "list_patients",
+    "list_readings",
+    "list_studies",
+    "list_users",
+    "list_verdicts",
+    "patients_with_readings",
+    "readings_for_window",
+    "record_attempt",
+    "record_audit",
+    "register_device",
+    "rotate_device_secret",
+    "set_password",
+    "set_study_status",
+    "store_verdict",
+    "unassign_clinician",
+    "verify_device_secret",
+]
