@@ -152,7 +152,9 @@ def test_verdict_is_replaced_when_a_window_is_reassessed(session: Session) -> No
         session, patient_id=pid, window_start=T0, window_end=end, verdict=verdict
     )
     assert new
-    worse = TriageVerdict(level=TriageLevel.CRITICAL, value=14.0, method="flcd-t1/v1", aggregates={})
+    worse = TriageVerdict(
+        level=TriageLevel.CRITICAL, value=14.0, method="flcd-t1/v1", aggregates={}
+    )
     again, changed = crud.store_verdict(
         session, patient_id=pid, window_start=T0, window_end=end, verdict=worse, location=(1, 2)
     )

@@ -96,7 +96,9 @@ def insert_readings_bulk(
         return 0
     if session.get_bind().dialect.name != "sqlite":
         return insert_readings(
-            session, readings=readings, patient_id_by_device=patient_id_by_device,
+            session,
+            readings=readings,
+            patient_id_by_device=patient_id_by_device,
             received_at=received_at,
         )
     unknown = {r.device_id for r in readings}.difference(patient_id_by_device)
@@ -111,8 +113,17 @@ def insert_readings_bulk(
         if stamp is None:
             stamp = cache[r.time] = _sqlite_time(r.time)
         rows.append(
-            (r.device_id, patient_id_by_device[r.device_id], r.seq, r.kind.value, r.value, stamp,
-             r.latitude, r.longitude, received)
+            (
+                r.device_id,
+                patient_id_by_device[r.device_id],
+                r.seq,
+                r.kind.value,
+                r.value,
+                stamp,
+                r.latitude,
+                r.longitude,
+                received,
+            )
         )
     dbapi = session.connection().connection.dbapi_connection
     assert dbapi is not None
