@@ -105,6 +105,12 @@ def write_model_dir(
 
 
 @pytest.fixture
+def shared_data() -> Path:
+    """The shared datasets folder (``../shared/data`` beside the repository)."""
+    return DATA
+
+
+@pytest.fixture
 def model_factory(tmp_path: Path) -> Callable[..., Path]:
     """``model_factory(model_id, **card_fields)`` writes a tiny model under tmp_path/models."""
     root = tmp_path / "models"

@@ -1,0 +1,230 @@
+"""``iomt vision models`` and ``iomt vision evaluate``: the registered ONNX models, no torch.
+
+Both commands join the vision command group (``iomt.cli.vision.app``); ``cli/vision.py``
+imports this module once so they are registered. ``evaluate`` runs a model with ONNX Runtime
+over a folder in the shared layout and prints ONE JSON object on stdout (progress on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from iomt.cli.vision import app
+
+
+def _json_ready(value: Any) -> Any:
+    """Replace NaN/inf by None and numpy scalars by Python ones (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _parse_where(where: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in where:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--where takes COLUMN=VALUE, got {item!r}")
+        pairs[key] = val
+    return pairs
+
+
+@app.command("models")
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    task: str | None = typer.Option(None, help="Only models of this task (chest/cxr-covid)."),
+    modality: str | None = typer.Option(
+        None, help="Only models of this modality (CR, CT, US, SM)."
+    ),
+) -> None:
+    """List the registered models (the cards under the models directory)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from iomt.config import get_settings
+    from iomt.domain.imaging import Modality
+    from iomt.inference.registry import ModelRegistry, resolve_models_dir
+
+    directory = resolve_models_dir(get_settings())
+    registry = ModelRegistry.scan(directory)
+    chosen = registry.find(task=task, modality=Modality.parse(modality) if modality else None)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": m.card.id,
+            "task": m.card.task,
+            "kind": m.card.kind,
+            "version": m.card.version,
+            "arch": m.card.arch,
+            "modality": m.card.modality.value,
+            "labels": m.card.labels,
+            "positive_label": m.card.positive_label,
+            "input_size": list(m.card.input_size),
+            "channels": m.card.channels,
+            "threshold": m.card.threshold,
+            "metrics": m.card.metrics,
+            "sha256": m.card.sha256,
+            "variants": {k: v.model_dump() for k, v in m.card.variants.items()},
+            "serving_variant": m.serving_variant(),
+            "path": str(m.file_path()),
+        }
+        for m in chosen
+    ]
+    if as_json:
+        typer.echo(json.dumps(_json_ready(rows), indent=2))
+        return
+    table = Table(title=f"Registered models ({directory})")
+    for column in ("id", "task", "modality", "version", "arch", "labels", "threshold", "serves"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"], row["task"], row["modality"], row["version"], row["arch"],
+            ", ".join(row["labels"]),
+            "-" if row["threshold"] is None else f"{row['threshold']:.4g}",
+            row["serving_variant"] or "fp32",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@app.command("evaluate")
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model id or model folder."),
+    data: Path = typer.Option(..., "--data", "-d", help="Folder with manifest.csv and images/."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    where: list[str] = typer.Option(
+        [], "--where", help="Only rows with COLUMN=VALUE (repeatable), e.g. age_group=adult."
+    ),
+    variant: str | None = typer.Option(None, help="Run a variant of the model, e.g. int8."),
+    batch_size: int = typer.Option(16, min=1, help="Images per ONNX Runtime call."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads."),
+    n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples for the CIs of F1/AUC."),
+) -> None:
+    """Run an ONNX model over a dataset folder with its frozen threshold; report metrics + CIs."""
+    from iomt.errors import IomtError
+
+    try:
+        report = evaluate_folder(
+            model, data, where=_parse_where(where), variant=variant,
+            batch_size=batch_size, threads=threads, n_boot=n_boot,
+        )  # fmt: skip
+    except IomtError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps(_json_ready(report)))
+    else:
+        _print_summary(report)
+
+
+def evaluate_folder(
+    model_ref: str,
+    data: Path,
+    *,
+    where: dict[str, str] | None = None,
+    variant: str | None = None,
+    batch_size: int = 16,
+    threads: int | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Score ``data`` with the model and return the JSON-ready report (see ``evaluate``)."""
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from iomt.config import get_settings
+    from iomt.errors import ValidationError
+    from iomt.inference.dataset import check_labels, read_manifest, score_rows
+    from iomt.inference.predictor import OnnxClassifier
+    from iomt.inference.registry import ModelRegistry
+
+    registered = ModelRegistry.from_settings(get_settings()).resolve(model_ref)
+    card = registered.card
+    if card.kind != "classifier":
+        raise ValidationError(f"model {card.id} is a {card.kind}; use the detector evaluation")
+    rows = read_manifest(data, where)
+    if not rows:
+        raise ValidationError(f"no images in {data} (filter: {where or 'none'})")
+    check_labels(rows, card.labels)
+    classifier = OnnxClassifier(card, registered.verified_path(variant), threads=threads)
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+    )  # fmt: skip
+    with progress:
+        bar = progress.add_task(f"{card.id} on {data.name}", total=len(rows))
+        probs = score_rows(
+            classifier, rows, batch_size=batch_size,
+            on_batch=lambda k: progress.advance(bar, k),
+        )  # fmt: skip
+    truth = np.array([card.labels.index(r.label) for r in rows])
+    groups = np.array([r.group_id for r in rows])
+    report: dict[str, Any] = {
+        "model": {
+            "id": card.id, "task": card.task, "version": card.version,
+            "variant": variant or "fp32", "sha256": registered.expected_sha256(variant),
+        },
+        "data": str(data), "where": where or {},
+    }  # fmt: skip
+    report.update(_metrics(card, truth, probs, groups, n_boot))
+    report["n_groups"] = int(np.unique(groups).size)
+    if report["n_groups"] < len(rows):
+        report["group"] = _group_metrics(card, truth, probs, groups, n_boot)
+    return report
+
+
+def _metrics(card: Any, truth: Any, probs: Any, groups: Any, n_boot: int) -> dict[str, Any]:
+    """binary_report at the frozen threshold, or multiclass_report on the argmax."""
+    import numpy as np
+
+    from iomt.evaluation.metrics import binary_report, multiclass_report
+
+    if card.is_binary:
+        pos = card.positive_index
+        return binary_report(
+            (truth == pos).astype(int),
+            probs[:, pos],
+            float(card.threshold),
+            groups=groups,
+            n_boot=n_boot,
+        )
+    return multiclass_report(
+        truth, np.argmax(probs, axis=1), card.labels, y_proba=probs, groups=groups, n_boot=n_boot
+    )
+
+
+def _group_metrics(card: Any, truth: Any, probs: Any, groups: Any, n_boot: int) -> dict[str, Any]:
+    """The same metrics per group (patient): mean probability over the group's images."""
+    from iomt.evaluation.metrics import aggregate_by_group
+
+    try:
+        _, group_truth, group_probs = aggregate_by_group(groups, truth, probs)
+    except ValueError as exc:
+        return {"skipped": f"groups do not carry one label each: {exc}"}
+    return {"aggregation": "mean probability per group_id"} | _metrics(
+        card, group_truth.astype(int), group_probs, None, n_boot
+    )
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    model = report["model"]
+    console.print(
+        f"[bold]{model['id']}[/] ({model['variant']}) on {report['data']}: n={report['n']}"
+    )
+    keys = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "macro_f1")
+    for scope, values in (("image", report), ("group", report.get("group") or {})):
+        shown = [f"{k}={values[k]:.4f}" for k in keys if isinstance(values.get(k), float)]
+        if shown:
+            console.print(f"  {scope}: " + "  ".join(shown))
