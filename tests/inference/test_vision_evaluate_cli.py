@@ -111,3 +111,18 @@ def test_models_lists_the_registered_cards(
     (entry,) = json.loads(result.stdout)
     assert entry["id"] == "cxr-a" and entry["labels"] == ["non-covid", "covid"]
     assert {"task", "version", "modality", "input_size", "threshold", "metrics"} <= set(entry)
+
+
+def test_split_file_and_where_select_the_rows(
+    tmp_path: Path, model_factory: Callable[..., Path], shared_data: Path
+) -> None:
+    data = _tiny_folder(shared_data / "chest" / "cxr-covid", tmp_path / "cxr", per_label=3)
+    with (data / "manifest.csv").open(newline="") as handle:
+        files = [row["file"] for row in csv.DictReader(handle)]
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"train": files[:2], "test": files[2:]}))
+    model = str(model_factory("cxr-a"))
+    report = _run("--model", model, "--data", str(data), "--split-file", str(split_file))
+    assert report["n"] == 4 and report["split"]["name"] == "test"
+    report = _run("--model", model, "--data", str(data), "--where", "label=covid")
+    assert report["n"] == 3 and report["confusion"]["tn"] + report["confusion"]["fp"] == 0

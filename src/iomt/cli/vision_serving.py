@@ -104,6 +104,10 @@ def evaluate(
     where: list[str] = typer.Option(
         [], "--where", help="Only rows with COLUMN=VALUE (repeatable), e.g. age_group=adult."
     ),
+    split_file: Path | None = typer.Option(
+        None, help="A training run's split.json: evaluate only the files of --split."
+    ),
+    split: str = typer.Option("test", help="Which split of --split-file (train, val, test)."),
     variant: str | None = typer.Option(None, help="Run a variant of the model, e.g. int8."),
     batch_size: int = typer.Option(16, min=1, help="Images per ONNX Runtime call."),
     threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads."),
@@ -115,6 +119,7 @@ def evaluate(
     try:
         report = evaluate_folder(
             model, data, where=_parse_where(where), variant=variant,
+            split=(split_file, split) if split_file else None,
             batch_size=batch_size, threads=threads, n_boot=n_boot,
         )  # fmt: skip
     except IomtError as exc:
@@ -131,6 +136,7 @@ def evaluate_folder(
     data: Path,
     *,
     where: dict[str, str] | None = None,
+    split: tuple[Path, str] | None = None,
     variant: str | None = None,
     batch_size: int = 16,
     threads: int | None = None,
@@ -143,7 +149,13 @@ def evaluate_folder(
 
     from iomt.config import get_settings
     from iomt.errors import ValidationError
-    from iomt.inference.dataset import check_labels, read_manifest, score_rows
+    from iomt.inference.dataset import (
+        check_labels,
+        filter_rows,
+        read_manifest,
+        score_rows,
+        select_split,
+    )
     from iomt.inference.predictor import OnnxClassifier
     from iomt.inference.registry import ModelRegistry
 
@@ -151,7 +163,10 @@ def evaluate_folder(
     card = registered.card
     if card.kind != "classifier":
         raise ValidationError(f"model {card.id} is a {card.kind}; use the detector evaluation")
-    rows = read_manifest(data, where)
+    rows = read_manifest(data)
+    if split is not None:
+        rows = select_split(rows, *split)
+    rows = filter_rows(rows, where or {})
     if not rows:
         raise ValidationError(f"no images in {data} (filter: {where or 'none'})")
     check_labels(rows, card.labels)
@@ -174,6 +189,7 @@ def evaluate_folder(
             "variant": variant or "fp32", "sha256": registered.expected_sha256(variant),
         },
         "data": str(data), "where": where or {},
+        "split": None if split is None else {"file": str(split[0]), "name": split[1]},
     }  # fmt: skip
     report.update(_metrics(card, truth, probs, groups, n_boot))
     report["n_groups"] = int(np.unique(groups).size)

@@ -7,6 +7,7 @@ columns, optionally ``group_id`` (patient or source image), plus ``images/``.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,46 @@ def read_manifest(directory: Path, where: Mapping[str, str] | None = None) -> li
                 )
             )
     return rows
+
+
+def filter_rows(rows: Sequence[ManifestRow], where: Mapping[str, str]) -> list[ManifestRow]:
+    """Only the rows whose manifest columns equal ``where`` (e.g. ``{"age_group": "adult"}``).
+
+    Raises
+    ------
+    ValidationError
+        If a ``where`` column is not in the manifest.
+    """
+    if rows:
+        unknown = set(where) - set(rows[0].fields)
+        if unknown:
+            raise ValidationError(f"the manifest has no column(s) {sorted(unknown)} to filter on")
+    return [row for row in rows if all(row.fields.get(k) == v for k, v in where.items())]
+
+
+def select_split(rows: Sequence[ManifestRow], split_file: Path, split: str) -> list[ManifestRow]:
+    """Only the rows listed under ``split`` in a training run's ``split.json``.
+
+    ``split.json`` maps split names (``train``, ``val``, ``test``) to manifest ``file`` values.
+
+    Raises
+    ------
+    ValidationError
+        If the file is unreadable, lacks the split, or lists files the folder does not have.
+    """
+    try:
+        splits = json.loads(split_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"cannot read split file {split_file}: {exc}") from exc
+    if split not in splits:
+        raise ValidationError(f"{split_file} has no split {split!r}; has {sorted(splits)}")
+    wanted = set(splits[split])
+    chosen = [row for row in rows if row.fields.get("file") in wanted]
+    if len(chosen) != len(wanted):
+        raise ValidationError(
+            f"{split_file} lists {len(wanted)} {split} files, the folder has {len(chosen)} of them"
+        )
+    return chosen
 
 
 def check_labels(rows: Sequence[ManifestRow], labels: Sequence[str]) -> None:
