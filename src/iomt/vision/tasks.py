@@ -36,6 +36,9 @@ class TaskSpec:
         the evaluator then also aggregates image probabilities per group (mean).
     arch, img_size
         Default architecture and input size (pixels, square).
+    alert_labels
+        Multi-class: the labels that make a finding positive (``None``: every label that is
+        not a normal one such as ``healthy``).
     """
 
     name: str
@@ -47,6 +50,7 @@ class TaskSpec:
     patient_level: bool = False
     arch: str = "iomtnet"
     img_size: int = 128
+    alert_labels: tuple[str, ...] | None = None
 
     @property
     def is_binary(self) -> bool:
@@ -81,6 +85,7 @@ TASKS: dict[str, TaskSpec] = {
             ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"),
             Modality.MICROSCOPY,
             3,
+            alert_labels=("myeloblast",),
         ),
     )
 }
