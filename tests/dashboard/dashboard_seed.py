@@ -1,0 +1,285 @@
+"""A small, realistic ward written through the store's CRUD functions (for the dashboard tests).
+
+Three patients whose database ids are NOT in urgency order (so the ward sort is really
+tested): Cara (well), Bert (mild, mildly abnormal vitals), Alice (deteriorating to critical,
+with a chest X-ray finding and a heatmap, and an open critical alert). Two clinicians: Ada
+(all three) and Bob (Bert only); an admin; patient logins for Alice and Bert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from iomt.domain.analysis import Box, ImageFinding, TriageVerdict
+from iomt.domain.triage import TriageLevel
+from iomt.domain.vitals import Reading, VitalKind
+from iomt.store import crud
+
+PASSWORD = "correct-horse-42"
+CXR_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "chest" / "cxr-covid"
+
+
+@dataclass
+class Seeded:
+    """Ids and secrets the tests need."""
+
+    patients: dict[str, int] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
+    device_secrets: dict[str, str] = field(default_factory=dict)
+    study_id: int = 0
+    finding_id: int = 0
+    open_alert_id: int = 0
+
+
+def _xray_png() -> bytes:
+    """A real chest X-ray from the shared data set (or a synthetic one if it is absent)."""
+    files = sorted((CXR_DIR / "images").glob("*.png")) if CXR_DIR.is_dir() else []
+    if files:
+        return files[0].read_bytes()
+    yy, xx = np.mgrid[0:256, 0:256]
+    lungs = np.exp(-(((xx - 80) / 45) ** 2 + ((yy - 130) / 70) ** 2))
+    lungs += np.exp(-(((xx - 176) / 45) ** 2 + ((yy - 130) / 70) ** 2))
+    pixels = (200 - 150 * lungs).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _heatmap_png(width: int, height: int) -> bytes:
+    """An RGBA heat overlay: a warm blob over the right lower zone, transparent elsewhere."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    heat = np.exp(
+        -(((xx - 0.3 * width) / (0.12 * width)) ** 2 + ((yy - 0.6 * height) / (0.15 * height)) ** 2)
+    )
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 1] = (200 * (1 - heat)).astype(np.uint8)
+    rgba[..., 3] = (230 * heat).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _vital(kind: VitalKind, minute: float, course: str) -> float:
+    """A plausible value at ``minute`` (0 = two hours ago, 120 = now) for a course."""
+    wobble = math.sin(minute / 3.0)
+    worse = max(0.0, (minute - 40) / 80) if course == "deteriorating" else 0.0
+    mild = 1.0 if course == "mild" else 0.0
+    if kind is VitalKind.TEMPERATURE:
+        return round(98.4 + 0.2 * wobble + 1.9 * mild + 5.0 * worse, 1)
+    if kind is VitalKind.SPO2:
+        return round(97.5 + 0.5 * wobble - 2.5 * mild - 11.0 * worse, 1)
+    if kind is VitalKind.HEART_RATE:
+        return round(72 + 3 * wobble + 22 * mild + 70 * worse)
+    return round(15 + wobble + 5 * mild + 16 * worse)
+
+
+def _level_for(course: str, window_index: int) -> TriageLevel:
+    """Verdict of the ``window_index``-th window of a course (Alice worsens step by step)."""
+    if course == "mild":
+        return TriageLevel.MILD
+    if course == "deteriorating":
+        steps = [0, 0, 0, 1, 1, 2, 2, 3]
+        return TriageLevel(steps[min(window_index, len(steps) - 1)])
+    return TriageLevel.NORMAL
+
+
+def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> Seeded:
+    """Write the ward into an empty, migrated database; commits. Returns ids and secrets."""
+    now = now or datetime.now(UTC)
+    out = Seeded()
+    courses = {"Cara Well": "well", "Bert Mild": "mild", "Alice Critical": "deteriorating"}
+    for index, name in enumerate(courses):
+        patient = crud.create_patient(session, name=name, mrn=f"MRN-{1000 + index}")
+        out.patients[name.split()[0].lower()] = patient.id
+    out.users["admin"] = crud.create_user(
+        session, username="admin", password=PASSWORD, role="admin", full_name="Ann Admin"
+    ).id
+    for username, full_name in (("ada", "Dr Ada Lovelace"), ("bob", "Dr Bob Bell")):
+        out.users[username] = crud.create_user(
+            session, username=username, password=PASSWORD, role="clinician", full_name=full_name
+        ).id
+    for key in ("alice", "bert"):
+        out.users[key] = crud.create_user(
+            session, username=key, password=PASSWORD, role="patient", patient_id=out.patients[key]
+        ).id
+    for key in ("cara", "bert", "alice"):
+        crud.assign_clinician(session, clinician_id=out.users["ada"], patient_id=out.patients[key])
+    crud.assign_clinician(session, clinician_id=out.users["bob"], patient_id=out.patients["bert"])
+
+    device_of: dict[str, int] = {}
+    for key in ("cara", "bert", "alice"):
+        device, secret = crud.register_device(
+            session, device_id=f"band-{key}", kind="wearable", patient_id=out.patients[key]
+        )
+        out.device_secrets[device.device_id] = secret
+        device_of[device.device_id] = out.patients[key]
+    _, secret = crud.register_device(session, device_id="xray-1", kind="imaging")
+    out.device_secrets["xray-1"] = secret
+
+    start = now - timedelta(hours=2)
+    window = timedelta(minutes=15)
+    first_window = datetime.fromtimestamp(
+        start.timestamp() - start.timestamp() % window.total_seconds(), tz=UTC
+    )
+    for key, course in zip(("cara", "bert", "alice"), courses.values(), strict=True):
+        device_id = f"band-{key}"
+        readings = []
+        # Cara's band stopped talking 30 minutes ago: it shows as offline.
+        last_minute = 90 if key == "cara" else 120
+        for minute in range(0, last_minute):
+            moment = start + timedelta(minutes=minute)
+            for offset, kind in enumerate(
+                (VitalKind.TEMPERATURE, VitalKind.SPO2, VitalKind.HEART_RATE, VitalKind.RESP_RATE)
+            ):
+                readings.append(
+                    Reading(
+                        device_id=device_id,
+                        seq=minute * 4 + offset,
+                        kind=kind,
+                        value=_vital(kind, minute, course),
+                        time=moment,
+                        latitude=51.5072 + 0.001 * offset if key == "alice" else None,
+                        longitude=-0.1276 if key == "alice" else None,
+                    )
+                )
+        received = now - timedelta(minutes=30) if key == "cara" else now
+        crud.insert_readings(
+            session, readings=readings, patient_id_by_device=device_of, received_at=received
+        )
+        moment = first_window
+        index = 0
+        verdict_row = None
+        while moment + window <= now:
+            level = _level_for(course, index)
+            news2 = {0: 0, 1: 3, 2: 5, 3: 8}[int(level)]
+            verdict = TriageVerdict(
+                level=level,
+                value=2.0 + 4.0 * int(level),
+                method="flcd-t1/flcd-2021-v1",
+                aggregates={
+                    "temperature": _vital(VitalKind.TEMPERATURE, index * 15, course),
+                    "spo2": _vital(VitalKind.SPO2, index * 15, course),
+                    "heart_rate": _vital(VitalKind.HEART_RATE, index * 15, course),
+                    "resp_rate": _vital(VitalKind.RESP_RATE, index * 15, course),
+                    "proximity": None,
+                },
+                missing=["proximity"],
+                explanation={
+                    "categories": {
+                        "temperature": "high" if level >= TriageLevel.SERIOUS else "normal",
+                        "spo2": "low" if level >= TriageLevel.MILD else "normal",
+                        "heart_rate": "high" if level >= TriageLevel.SERIOUS else "normal",
+                        "resp_rate": "high" if level >= TriageLevel.CRITICAL else "normal",
+                    },
+                    "strongest_rules": [
+                        {
+                            "if": {"temperature": "high", "spo2": "low", "heart_rate": "high"},
+                            "then": level.label,
+                            "strength": 0.82,
+                        },
+                        {"if": {"resp_rate": "high"}, "then": level.label, "strength": 0.41},
+                    ],
+                    "scale": "FLCD 0-15.5",
+                },
+                news2=news2,
+                news2_partial=True,
+            )
+            verdict_row, _ = crud.store_verdict(
+                session,
+                patient_id=out.patients[key],
+                window_start=moment,
+                window_end=moment + window,
+                verdict=verdict,
+            )
+            moment += window
+            index += 1
+
+    # Alice's chest X-ray with a positive finding, its heatmap and one detected box.
+    image_root.mkdir(parents=True, exist_ok=True)
+    png = _xray_png()
+    digest = hashlib.sha256(png).hexdigest()
+    with Image.open(io.BytesIO(png)) as image:
+        width, height = image.size
+    relative = f"{digest[:2]}/{digest}.png"
+    (image_root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (image_root / relative).write_bytes(png)
+    study, _ = crud.add_study(
+        session,
+        patient_id=out.patients["alice"],
+        device_id="xray-1",
+        modality="CR",
+        sha256=digest,
+        path=relative,
+        media_type="image/png",
+        width=width,
+        height=height,
+        task="chest/cxr-covid",
+    )
+    crud.set_study_status(session, study=study, status="analysed")
+    heat_relative = f"heatmaps/{study.id}-1.png"
+    (image_root / heat_relative).parent.mkdir(parents=True, exist_ok=True)
+    (image_root / heat_relative).write_bytes(_heatmap_png(width, height))
+    finding = crud.add_finding(
+        session,
+        study_id=study.id,
+        finding=ImageFinding(
+            label="covid",
+            probability=0.91,
+            threshold=0.42,
+            positive=True,
+            model_id="chest/cxr-covid/densenet121",
+            model_version="2026.03.1",
+            probabilities={"covid": 0.91, "non-covid": 0.09},
+            boxes=(Box("opacity", 0.77, 0.18 * width, 0.45 * height, 0.45 * width, 0.78 * height),),
+        ),
+        heatmap_path=heat_relative,
+    )
+    out.study_id, out.finding_id = study.id, finding.id
+
+    alert, _ = crud.create_alert(
+        session,
+        patient_id=out.patients["alice"],
+        severity="critical",
+        title="Critical triage verdict",
+        body="Window ended critical (FLCD 14.0). EMERGENCY: last known location attached.",
+        verdict_id=verdict_row.id if verdict_row else None,
+        dedup_key="seed:alice:critical",
+    )
+    out.open_alert_id = alert.id
+    old, _ = crud.create_alert(
+        session,
+        patient_id=out.patients["bert"],
+        severity="warning",
+        title="Mild triage verdict",
+        body="SpO2 94-95 % for 15 minutes.",
+        dedup_key="seed:bert:mild",
+    )
+    crud.acknowledge_alert(session, alert=old, user_id=out.users["ada"])
+    crud.add_dead_letter(
+        session,
+        source="mqtt",
+        device_id="band-bert",
+        topic="iomt/devices/band-bert/readings",
+        payload=b'{"kind": "spo2", "value": 180}',
+        reason="spo2=180 % is outside the plausible range [50, 100]",
+    )
+    crud.add_dead_letter(
+        session,
+        source="http",
+        device_id=None,
+        topic=None,
+        payload=b"not json",
+        reason="body is not valid JSON: Expecting value: line 1 column 1 (char 0)",
+    )
+    session.commit()
+    return out

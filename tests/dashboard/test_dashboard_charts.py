@@ -1,0 +1,171 @@
+"""Unit tests of the dashboard's server-side pieces: SVG charts, urgency order, explanations."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from iomt.api.pages.charts import (
+    LEVEL_STYLES,
+    ChartPoint,
+    ChartWindow,
+    nice_ticks,
+    render_vital_chart,
+    time_ticks,
+)
+from iomt.api.pages.views import WardRow, explain, urgency_key
+from iomt.domain.triage import TriageLevel
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _chart(**overrides: object) -> ET.Element:
+    args: dict[str, object] = {
+        "chart_id": "hr",
+        "title": "Heart rate",
+        "unit": "/min",
+        "points": [ChartPoint(T0 + timedelta(minutes=m), 70.0 + m) for m in range(0, 60, 5)],
+        "windows": [
+            ChartWindow(T0, T0 + timedelta(minutes=15), TriageLevel.NORMAL, "w1"),
+            ChartWindow(
+                T0 + timedelta(minutes=15), T0 + timedelta(minutes=30), TriageLevel.CRITICAL, "w2"
+            ),
+        ],
+        "start": T0,
+        "end": T0 + timedelta(hours=1),
+    }
+    args.update(overrides)
+    svg = render_vital_chart(**args)  # type: ignore[arg-type]
+    return ET.fromstring(str(svg).replace("<svg ", f'<svg xmlns="{SVG[1:-1]}" ', 1))
+
+
+def test_chart_is_wellformed_accessible_svg() -> None:
+    root = _chart()
+    assert root.get("role") == "img"
+    title = root.find(f"{SVG}title")
+    assert title is not None and title.text == "Heart rate (/min)"
+    desc = root.find(f"{SVG}desc")
+    assert desc is not None and "12 readings" in (desc.text or "")
+    assert "critical" in (desc.text or "")
+
+
+def test_windows_carry_pattern_and_letter_not_only_colour() -> None:
+    root = _chart()
+    groups = [g for g in root.iter(f"{SVG}g") if "window" in (g.get("class") or "")]
+    assert [g.get("class") for g in groups] == ["window level-normal", "window level-critical"]
+    critical = groups[1]
+    rect = critical.find(f"{SVG}rect")
+    assert rect is not None and rect.get("fill") == "url(#hr-critical)"
+    letter = critical.find(f"{SVG}text")
+    assert letter is not None and letter.text == LEVEL_STYLES[TriageLevel.CRITICAL].letter
+    # The critical pattern draws strokes (a cross-hatch), not just a tint.
+    pattern = next(p for p in root.iter(f"{SVG}pattern") if p.get("id") == "hr-critical")
+    assert pattern.find(f"{SVG}path") is not None
+    # Every level has its own letter and pattern kind.
+    assert len({s.letter for s in LEVEL_STYLES.values()}) == 4
+    assert len({s.pattern for s in LEVEL_STYLES.values()}) == 4
+
+
+def test_line_breaks_at_dropouts() -> None:
+    points = [ChartPoint(T0 + timedelta(minutes=m), 80.0) for m in (0, 2, 4, 30, 32)]
+    root = _chart(points=points)
+    polylines = list(root.iter(f"{SVG}polyline"))
+    assert [len(p.get("points", "").split()) for p in polylines] == [3, 2]
+
+
+def test_text_is_escaped() -> None:
+    svg = str(
+        render_vital_chart(
+            chart_id="x",
+            title="<script>alert(1)</script>",
+            unit="&",
+            points=[],
+            windows=[ChartWindow(T0, T0 + timedelta(minutes=15), TriageLevel.MILD, "<b>")],
+            start=T0,
+            end=T0 + timedelta(hours=1),
+        )
+    )
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert "<b>" not in svg
+    assert "no readings in this period" in svg
+
+
+def test_points_scale_into_plot_area() -> None:
+    root = _chart(points=[ChartPoint(T0, 40.0), ChartPoint(T0 + timedelta(minutes=1), 180.0)])
+    ys = [float(c.get("cy", "nan")) for c in root.iter(f"{SVG}circle") if c.get("class") == "dot"]
+    frame = next(r for r in root.iter(f"{SVG}rect") if r.get("class") == "frame")
+    top = float(frame.get("y", "0"))
+    bottom = top + float(frame.get("height", "0"))
+    assert all(top <= y <= bottom for y in ys)
+    assert ys[0] > ys[1]  # higher values are drawn higher up
+
+
+@pytest.mark.parametrize(("low", "high"), [(36.1, 39.4), (0.0, 0.0), (88.0, 100.0), (-5, 1e4)])
+def test_nice_ticks_cover_range_with_round_steps(low: float, high: float) -> None:
+    ticks = nice_ticks(low, high)
+    assert ticks[0] <= low and ticks[-1] >= high
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
+    assert len(steps) == 1
+    assert 2 <= len(ticks) <= 12
+
+
+def test_time_ticks_are_aligned_and_bounded() -> None:
+    ticks = time_ticks(T0 + timedelta(minutes=7), T0 + timedelta(hours=24))
+    assert 1 <= len(ticks) <= 8
+    assert all(t.minute == 0 for t in ticks)
+    assert all(T0 <= t <= T0 + timedelta(hours=24) for t in ticks)
+
+
+def _row(name: str, level: TriageLevel | None, news2: int | None, alerts: int) -> WardRow:
+    return WardRow(
+        patient_id=hash(name) % 1000,
+        name=name,
+        mrn=name,
+        level=level,
+        verdict_value=None if level is None else float(level) * 4,
+        verdict_end=None,
+        method=None,
+        news2=news2,
+        news2_partial=True,
+        last_reading_at=None,
+        open_alerts=alerts,
+        devices_online=0,
+        devices_total=0,
+    )
+
+
+def test_ward_urgency_order() -> None:
+    rows = [
+        _row("calm", TriageLevel.NORMAL, 0, 0),
+        _row("unknown", None, None, 2),
+        _row("mild-high-news", TriageLevel.MILD, 6, 0),
+        _row("critical", TriageLevel.CRITICAL, 3, 0),
+        _row("mild-low-news", TriageLevel.MILD, 1, 1),
+    ]
+    ordered = [r.name for r in sorted(rows, key=urgency_key)]
+    assert ordered == ["critical", "mild-high-news", "mild-low-news", "calm", "unknown"]
+
+
+def test_explain_splits_categories_rules_and_rest() -> None:
+    categories, rules, other, scale = explain(
+        {
+            "categories": {"temperature": "high", "spo2": {"category": "low", "membership": 0.8}},
+            "strongest_rules": [
+                {"if": {"temperature": "high", "spo2": "low"}, "then": "serious", "strength": 0.7},
+                "IF heart_rate is normal THEN normal",
+            ],
+            "scale": "0-15.5",
+            "centroid": 9.25,
+        }
+    )
+    assert categories == [("temperature", "high"), ("spo2", "low (membership 0.80)")]
+    assert rules[0] == "IF temperature is high AND spo2 is low THEN serious (firing strength 0.70)"
+    assert rules[1] == "IF heart_rate is normal THEN normal"
+    assert other == [("centroid", "9.25")]
+    assert scale == "0-15.5"
+    assert re.fullmatch(r"[\w\-. ]+", scale)
