@@ -1,0 +1,156 @@
+"""int8 quantisation of a registered classifier with ONNX Runtime's quantisation tools.
+
+``static`` (the default) writes a QDQ model with per-channel int8 weights and uint8
+activations calibrated on real preprocessed images (from the training split: calibration must
+not see the test data); ``dynamic`` quantises only MatMul/Gemm weights (for CNNs this barely
+changes anything, which is why static is the default). Whether the variant may serve is decided
+by :func:`holds_accuracy` on held-out data and recorded in the card's ``variants``.
+
+Needs the ``onnx`` package (the ``vision`` extra); the service itself never imports this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from iomt.errors import ModelError
+from iomt.inference.card import ModelCard
+from iomt.inference.images import preprocess
+from iomt.inference.registry import CARD_NAME, RegisteredModel, sha256_file
+
+log = logging.getLogger(__name__)
+
+METHODS = ("static", "dynamic")
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+#: Largest AUC drop (absolute, 0.5 percentage points) at which the int8 model may serve.
+MAX_AUC_LOSS = 0.005
+
+
+class _ImageReader:
+    """ORT calibration data reader: one preprocessed image per call, then None."""
+
+    def __init__(self, card: ModelCard, images: Sequence[NDArray[np.uint8]], input_name: str):
+        self._items: Iterator[dict[str, NDArray[np.float32]]] = (
+            {input_name: preprocess(img, card)[None]} for img in images
+        )
+
+    def get_next(self) -> dict[str, NDArray[np.float32]] | None:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some calibrators
+        raise NotImplementedError
+
+
+def quantize_model(
+    model: RegisteredModel,
+    calibration: Sequence[NDArray[np.uint8]],
+    *,
+    method: str = "static",
+    output: Path | None = None,
+    calibrate: str = "minmax",
+) -> Path:
+    """Write an int8 copy of ``model`` (default ``<dir>/model.int8.onnx``) and return its path.
+
+    Parameters
+    ----------
+    model
+        The registered fp32 model (its sha256 is checked first).
+    calibration
+        uint8 images for static calibration (ignored for ``dynamic``); 32-128 suffice.
+    method
+        ``static`` QDQ (per-channel weights, uint8 activations) or ``dynamic``.
+    calibrate
+        Calibration method for static quantisation: ``minmax``, ``percentile`` or ``entropy``.
+
+    Raises
+    ------
+    ModelError
+        For an unknown method or calibration, or static quantisation without images.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS or calibrate not in CALIBRATIONS:
+        raise ModelError(
+            f"unknown method {method!r} or calibration {calibrate!r}: "
+            f"use one of {METHODS} and {CALIBRATIONS}"
+        )
+    source = model.verified_path()
+    target = output or source.with_name(f"{source.stem}.int8.onnx")
+    if method == "dynamic":
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        return target
+    if not calibration:
+        raise ModelError("static quantisation needs calibration images")
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(
+            prepared,
+            target,
+            _ImageReader(model.card, calibration, _input_name(prepared)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[calibrate],
+            calibration_cache_path=Path(tmp) / "calibration.json",
+        )
+    return target
+
+
+def _input_name(path: Path) -> str:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return str(session.get_inputs()[0].name)
+
+
+def holds_accuracy(fp32_auc: float, int8_auc: float, max_loss: float = MAX_AUC_LOSS) -> bool:
+    """Whether the int8 AUC is within ``max_loss`` (absolute) of the fp32 AUC."""
+    return bool(np.isfinite(fp32_auc) and np.isfinite(int8_auc) and fp32_auc - int8_auc <= max_loss)
+
+
+def record_variant(
+    model: RegisteredModel,
+    name: str,
+    path: Path,
+    *,
+    use: bool,
+    metrics: dict[str, Any],
+) -> None:
+    """Add (or replace) ``variants[name]`` in the model's card.json, with the file's sha256.
+
+    Only the ``variants`` key is touched; every other key of the card is kept as written.
+    """
+    card_path = model.directory / CARD_NAME
+    raw = json.loads(card_path.read_text(encoding="utf-8"))
+    variants = raw.setdefault("variants", {})
+    variants[name] = {
+        "file": path.relative_to(model.directory).as_posix(),
+        "sha256": sha256_file(path),
+        "use": use,
+        "metrics": metrics,
+    }
+    ModelCard.model_validate(raw)  # never write a card the registry would refuse
+    card_path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    log.info("recorded variant %s of %s (use=%s)", name, model.id, use)
