@@ -113,9 +113,22 @@ def quantize_model(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[calibrate],
+            op_types_to_quantize=_static_op_types(),
             calibration_cache_path=Path(tmp) / "calibration.json",
         )
     return target
+
+
+#: Left in fp32: the classifier head (Gemm/MatMul, negligible compute) and everything after it,
+#: so ``probs`` stay continuous (a uint8 softmax has 1/255 steps: ties in the AUC and a
+#: coarse threshold) and the CAM is computed from dequantised features with fp32 weights.
+FP32_OPS = frozenset({"Gemm", "MatMul", "Softmax", "Einsum"})
+
+
+def _static_op_types() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return sorted(op for op in QDQRegistry if op not in FP32_OPS)
 
 
 def _input_name(path: Path) -> str:

@@ -1,0 +1,68 @@
+"""Tests of the benchmark helpers (FLOP count, timing) and int8 quantisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iomt.domain.analysis import ImageInput
+from iomt.domain.imaging import Modality
+from iomt.inference.benchmark import measure, onnx_flops
+from iomt.inference.predictor import OnnxClassifier
+from iomt.inference.quantize import holds_accuracy, quantize_model, record_variant
+from iomt.inference.registry import ModelRegistry
+from iomt.inference.step import OnnxImageAnalysis
+
+
+def test_flops_match_a_hand_count(model_factory: Callable[..., Path]) -> None:
+    folder = model_factory("cxr-a", channels=1, size=32)  # 2 labels
+    flops = onnx_flops(folder / "model.onnx")
+    conv1 = 2 * (8 * 16 * 16) * (1 * 3 * 3)  # 8 x 16 x 16 outputs, 9 MACs each
+    conv2 = 2 * (8 * 8 * 8) * (8 * 3 * 3)
+    gemm = 2 * 2 * 8
+    cam = 2 * 2 * 8 * 8 * 8  # K x C x h x w
+    assert flops == {"Conv": conv1 + conv2, "Gemm": gemm, "Einsum": cam,
+                     "total": conv1 + conv2 + gemm + cam}  # fmt: skip
+
+
+def test_measure_reports_ordered_percentiles() -> None:
+    latency = measure(lambda: sum(range(1000)), batch=4, warmup=1, repeats=20)
+    assert latency.n == 20
+    assert 0 < latency.min_ms <= latency.p50_ms <= latency.p99_ms
+    assert latency.images_per_s == pytest.approx(4000.0 / latency.p50_ms)
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(n)]
+
+
+def test_static_int8_variant_is_recorded_verified_and_served(
+    model_factory: Callable[..., Path],
+) -> None:
+    folder = model_factory("cxr-a")
+    model = ModelRegistry.scan(folder.parent).get("cxr-a")
+    target = quantize_model(model, _images(8), method="static")
+    assert target == folder / "model.int8.onnx"
+    fp32 = OnnxClassifier(model.card, model.verified_path()).predict_probs(_images(6, seed=1))
+    int8 = OnnxClassifier(model.card, target).predict_probs(_images(6, seed=1))
+    assert int8.shape == fp32.shape
+    np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-3)
+    assert np.abs(int8 - fp32).max() < 0.2
+    record_variant(model, "int8", target, use=True, metrics={"auc_loss": 0.0})
+    reloaded = ModelRegistry.scan(folder.parent).get("cxr-a")
+    assert reloaded.serving_variant() == "int8"
+    assert reloaded.verified_path("int8") == target
+    step = OnnxImageAnalysis(ModelRegistry.scan(folder.parent))
+    (finding,) = step.analyse(ImageInput(study_id=1, modality=Modality.XRAY, pixels=_images(1)[0]))
+    assert step._predictors["cxr-a"].path == target
+    assert finding.heatmap is not None and finding.heatmap.shape == (40, 48)
+
+
+def test_auc_loss_rule() -> None:
+    assert holds_accuracy(0.990, 0.986)
+    assert not holds_accuracy(0.990, 0.984)
+    assert not holds_accuracy(float("nan"), 0.9)
