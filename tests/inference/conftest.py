@@ -104,6 +104,41 @@ def write_model_dir(
     return folder
 
 
+def build_detector(
+    path: Path, channels: int, size: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
+) -> None:
+    """Write a stand-in detector ONNX file: fixed boxes/scores/labels (1-based) whatever the
+    image, plus 0 x mean(image) so the input is used. It follows the detector contract only."""
+    inits = [
+        numpy_helper.from_array(boxes.astype(np.float32), "b0"),
+        numpy_helper.from_array(scores.astype(np.float32), "s0"),
+        numpy_helper.from_array(labels.astype(np.int64), "labels"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["s0", "z"], ["scores"]),
+        helper.make_node("Add", ["b0", "z"], ["boxes"]),
+    ]
+    k = len(scores)
+    graph = helper.make_graph(
+        nodes,
+        "stand_in_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, channels, size, size])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [k, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [k]),
+            helper.make_tensor_value_info("labels", TensorProto.INT64, [k]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The shared datasets folder (``../shared/data`` beside the repository)."""
@@ -119,3 +154,9 @@ def model_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_model_dir(root, model_id, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def detector_builder() -> Callable[..., None]:
+    """:func:`build_detector`, for tests that need a stand-in detector file."""
+    return build_detector

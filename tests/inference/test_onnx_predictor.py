@@ -178,3 +178,43 @@ def test_default_step_is_none_without_models(
     assert default_image_step(Settings(models_dir=tmp_path / "empty")) is None
     folder = model_factory("cxr-a")
     assert isinstance(default_image_step(Settings(models_dir=folder.parent)), OnnxImageAnalysis)
+
+
+def test_step_runs_a_detector_with_boxes_in_image_pixels_and_counts(
+    model_factory: Callable[..., Path], detector_builder: Callable[..., None]
+) -> None:
+    import hashlib
+    import json
+
+    root = model_factory("wbc-a", task="blood/wbc-types", modality="SM", labels=("a", "b"),
+                         positive_label=None, threshold=None, channels=3).parent  # fmt: skip
+    folder = root / "cells"
+    folder.mkdir()
+    boxes = np.array([[10, 10, 20, 30], [0, 0, 64, 64], [5, 5, 6, 6]], dtype=np.float32)
+    detector_builder(folder / "model.onnx", 3, 64, boxes, np.array([0.9, 0.6, 0.2]),
+                   np.array([1, 2, 1]))  # fmt: skip
+    card = {
+        "id": "cells", "task": "blood/cell-boxes", "version": "1", "kind": "detector",
+        "labels": ["RBC", "WBC", "Platelets"], "alert_labels": [], "modality": "SM",
+        "input_size": [64, 64], "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3,
+        "threshold": 0.5, "counts": True, "normalised_in_graph": True,
+        "sha256": hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest(),
+    }  # fmt: skip
+    (folder / "card.json").write_text(json.dumps(card))
+    step = OnnxImageAnalysis(ModelRegistry.scan(root), threads=1)
+    pixels = _image(128, 256, channels=3)  # twice the model size down, four times across
+    findings = {
+        f.model_id: f
+        for f in step.analyse(ImageInput(study_id=1, modality=Modality.MICROSCOPY, pixels=pixels))
+    }
+    assert set(findings) == {"wbc-a", "cells"}
+    cells = findings["cells"]
+    assert [(b.label, round(b.score, 2)) for b in cells.boxes] == [("RBC", 0.9), ("WBC", 0.6)]
+    first = cells.boxes[0]
+    assert (first.x1, first.y1, first.x2, first.y2) == pytest.approx((40, 20, 80, 60))
+    assert cells.counts == {"RBC": 1, "WBC": 1, "Platelets": 0}
+    assert cells.positive is False and cells.heatmap is None
+    hinted = step.analyse(
+        ImageInput(study_id=1, modality=Modality.MICROSCOPY, pixels=pixels, task="blood/cell-boxes")
+    )
+    assert [f.model_id for f in hinted] == ["cells"]

@@ -2,8 +2,9 @@
 
 ``OnnxImageAnalysis`` implements :class:`iomt.domain.analysis.ImageAnalysisStep`: for an image
 it runs every registered model of the study's modality (or only those of the upload's
-``task`` hint) and returns one :class:`ImageFinding` per model. Models are opened lazily, once,
-and shared between threads.
+``task`` hint) and returns one :class:`ImageFinding` per model: classifiers give a label,
+probability, threshold and CAM heatmap; detectors give boxes and per-class counts. Models are
+opened lazily, once, and shared between threads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from iomt.config import Settings
 from iomt.domain.analysis import ImageFinding, ImageInput
 from iomt.inference.card import ModelCard
+from iomt.inference.detector import OnnxDetector
 from iomt.inference.images import check_pixels
 from iomt.inference.predictor import OnnxClassifier, Prediction
 from iomt.inference.registry import ModelRegistry, RegisteredModel
@@ -61,7 +63,7 @@ def classifier_finding(card: ModelCard, prediction: Prediction) -> ImageFinding:
 
 
 class OnnxImageAnalysis:
-    """Image-analysis step running the registered ONNX classifiers.
+    """Image-analysis step running the registered ONNX classifiers and detectors.
 
     Parameters
     ----------
@@ -81,26 +83,27 @@ class OnnxImageAnalysis:
         self.registry = registry
         self.threads = threads
         self.use_variants = use_variants
-        self._predictors: dict[str, OnnxClassifier] = {}
+        self._predictors: dict[str, OnnxClassifier | OnnxDetector] = {}
         self._lock = threading.Lock()
 
     def models_for(self, image: ImageInput) -> list[RegisteredModel]:
-        """The classifiers that apply: the task hint's models, else the modality's."""
+        """The models that apply: the task hint's models, else all of the modality's."""
         if image.task:
-            chosen = self.registry.find(task=image.task, kind="classifier")
+            chosen = self.registry.find(task=image.task)
             if not chosen:
                 log.warning("no model registered for task %s", image.task)
             return chosen
-        return self.registry.find(modality=image.modality, kind="classifier")
+        return self.registry.find(modality=image.modality)
 
-    def predictor(self, model: RegisteredModel) -> OnnxClassifier:
-        """The (cached) predictor of a model; verifies the file's sha256 on first use."""
+    def predictor(self, model: RegisteredModel) -> OnnxClassifier | OnnxDetector:
+        """The (cached) runner of a model; verifies the file's sha256 on first use."""
         with self._lock:
             found = self._predictors.get(model.id)
             if found is None:
                 variant = model.serving_variant() if self.use_variants else None
                 path = model.verified_path(variant)
-                found = OnnxClassifier(model.card, path, threads=self.threads)
+                runner = OnnxDetector if model.card.kind == "detector" else OnnxClassifier
+                found = runner(model.card, path, threads=self.threads)
                 self._predictors[model.id] = found
                 log.info("loaded model %s (%s) from %s", model.id, variant or "fp32", path)
             return found
@@ -110,8 +113,12 @@ class OnnxImageAnalysis:
         check_pixels(image.pixels)
         findings = []
         for model in self.models_for(image):
-            (prediction,) = self.predictor(model).predict([image.pixels])
-            findings.append(classifier_finding(model.card, prediction))
+            runner = self.predictor(model)
+            if isinstance(runner, OnnxDetector):
+                findings.append(runner.finding(image.pixels))
+            else:
+                (prediction,) = runner.predict([image.pixels])
+                findings.append(classifier_finding(model.card, prediction))
         return findings
 
 
@@ -120,7 +127,7 @@ def default_image_step(
 ) -> OnnxImageAnalysis | None:
     """The ONNX image-analysis step over the registered models, or None if none is registered."""
     registry = ModelRegistry.from_settings(settings)
-    if not registry.find(kind="classifier"):
+    if len(registry) == 0:
         log.info("no image models registered; image analysis is off")
         return None
     return OnnxImageAnalysis(registry, threads=threads)
