@@ -8,7 +8,6 @@ with a chest X-ray finding and a heatmap, and an open critical alert). Two clini
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session
 
+from iomt.api.services.images import ImageStore
 from iomt.domain.analysis import Box, ImageFinding, TriageVerdict
 from iomt.domain.triage import TriageLevel
 from iomt.domain.vitals import Reading, VitalKind
@@ -55,17 +55,13 @@ def _xray_png() -> bytes:
 
 
 def _heatmap_png(width: int, height: int) -> bytes:
-    """An RGBA heat overlay: a warm blob over the right lower zone, transparent elsewhere."""
+    """A grayscale class-activation map as the analysis step stores it (0-255, one channel)."""
     yy, xx = np.mgrid[0:height, 0:width]
     heat = np.exp(
         -(((xx - 0.3 * width) / (0.12 * width)) ** 2 + ((yy - 0.6 * height) / (0.15 * height)) ** 2)
     )
-    rgba = np.zeros((height, width, 4), dtype=np.uint8)
-    rgba[..., 0] = 255
-    rgba[..., 1] = (200 * (1 - heat)).astype(np.uint8)
-    rgba[..., 3] = (230 * heat).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    Image.fromarray(np.round(255 * heat).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -205,14 +201,11 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
             index += 1
 
     # Alice's chest X-ray with a positive finding, its heatmap and one detected box.
-    image_root.mkdir(parents=True, exist_ok=True)
+    images = ImageStore(image_root)
     png = _xray_png()
-    digest = hashlib.sha256(png).hexdigest()
+    digest, relative = images.put(png)
     with Image.open(io.BytesIO(png)) as image:
         width, height = image.size
-    relative = f"{digest[:2]}/{digest}.png"
-    (image_root / relative).parent.mkdir(parents=True, exist_ok=True)
-    (image_root / relative).write_bytes(png)
     study, _ = crud.add_study(
         session,
         patient_id=out.patients["alice"],
@@ -226,9 +219,7 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
         task="chest/cxr-covid",
     )
     crud.set_study_status(session, study=study, status="analysed")
-    heat_relative = f"heatmaps/{study.id}-1.png"
-    (image_root / heat_relative).parent.mkdir(parents=True, exist_ok=True)
-    (image_root / heat_relative).write_bytes(_heatmap_png(width, height))
+    _, heat_relative = images.put(_heatmap_png(width, height))
     finding = crud.add_finding(
         session,
         study_id=study.id,

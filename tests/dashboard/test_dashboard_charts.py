@@ -17,7 +17,7 @@ from iomt.api.pages.charts import (
     render_vital_chart,
     time_ticks,
 )
-from iomt.api.pages.views import WardRow, explain, urgency_key
+from iomt.api.pages.views import WardRow, explain, operating_point, urgency_key
 from iomt.domain.triage import TriageLevel
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -169,3 +169,21 @@ def test_explain_splits_categories_rules_and_rest() -> None:
     assert other == [("centroid", "9.25")]
     assert scale == "0-15.5"
     assert re.fullmatch(r"[\w\-. ]+", scale)
+
+
+def test_operating_point_reads_the_cards_held_out_report() -> None:
+    metrics = {
+        "image": {
+            "n": 180,
+            "sensitivity": 0.9,
+            "specificity": 0.8,
+            "auc": 0.93,
+            "ci": {"sensitivity": {"wilson": [0.82, 0.95]}, "auc": {"bootstrap": [0.9, 0.96]}},
+        }
+    }
+    rows = dict(operating_point(metrics))
+    assert rows["Test sensitivity"] == "0.900 (95% CI 0.820\u20130.950)"
+    assert rows["Test specificity"] == "0.800"
+    assert rows["Test AUC"] == "0.930 (95% CI 0.900\u20130.960)"
+    assert rows["Test images"] == "180"
+    assert operating_point({"accuracy": 0.9}) == []

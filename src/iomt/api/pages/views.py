@@ -441,6 +441,57 @@ def to_finding_view(row: FindingRow) -> FindingView:
     )
 
 
+def _find_report(metrics: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any] | None:
+    """The first (sub)dict of a card's metrics holding sensitivity and specificity."""
+    if "sensitivity" in metrics and "specificity" in metrics:
+        return metrics
+    if depth >= 2:
+        return None
+    for key in ("image", "test", "group", *metrics.keys()):
+        value = metrics.get(key)
+        if isinstance(value, Mapping):
+            found = _find_report(value, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _with_ci(report: Mapping[str, Any], name: str) -> str | None:
+    """``"0.93 (95% CI 0.88-0.96)"`` for one metric of a report, or None if absent."""
+    value = report.get(name)
+    if not isinstance(value, int | float):
+        return None
+    text = f"{value:.3f}"
+    ci = report.get("ci", {}).get(name, {}) if isinstance(report.get("ci"), Mapping) else {}
+    bounds = next((ci[k] for k in ("wilson", "bootstrap", "normal") if k in ci), None)
+    if isinstance(bounds, Sequence) and len(bounds) == 2:
+        text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
+    return text
+
+
+def operating_point(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the model card says about its frozen threshold on held-out test data.
+
+    Returns label/text pairs (sensitivity, specificity, AUC with their CIs, and the test
+    size), or nothing when the card has no binary report.
+    """
+    report = _find_report(metrics)
+    if report is None:
+        return []
+    rows = [
+        (label, text)
+        for label, name in (
+            ("Test sensitivity", "sensitivity"),
+            ("Test specificity", "specificity"),
+            ("Test AUC", "auc"),
+        )
+        if (text := _with_ci(report, name)) is not None
+    ]
+    if isinstance(report.get("n"), int):
+        rows.append(("Test images", str(report["n"])))
+    return rows
+
+
 def _modality_name(code: str) -> str:
     try:
         return {

@@ -1,0 +1,325 @@
+"""Browser sessions and access rules of the dashboard, on top of the API's auth and the store.
+
+The login form issues the same JWT as the API's OAuth2 password flow and keeps it in an
+HttpOnly, ``SameSite=Strict`` cookie. Forms carry a CSRF token derived from that cookie
+(the SHA-256 of the token: a cross-site page can neither read the cookie nor compute it).
+Who may see which patient is decided here exactly as in the JSON API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from iomt.api import deps
+from iomt.api.context import context_of
+from iomt.errors import AuthError, ValidationError
+from iomt.store import crud
+from iomt.store.models import Alert, Patient, User
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "iomt_session"
+#: Patient data must not sit in shared caches.
+PRIVATE_CACHE = {"Cache-Control": "private, no-store"}
+
+
+@dataclass(frozen=True, slots=True)
+class PageUser:
+    """The signed-in user of a page request."""
+
+    id: int
+    username: str
+    role: str
+    patient_id: int | None
+    full_name: str | None
+
+    @property
+    def display_name(self) -> str:
+        """Full name if known, else the user name."""
+        return self.full_name or self.username
+
+    @property
+    def principal(self) -> deps.Principal:
+        """The same caller as the JSON API sees it (for its access rules and audit)."""
+        return deps.Principal(
+            role=self.role, name=self.username, user_id=self.id, patient_id=self.patient_id
+        )
+
+
+def _page_user(user: User) -> PageUser:
+    return PageUser(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        patient_id=user.patient_id,
+        full_name=user.full_name,
+    )
+
+
+# ------------------------------------------------------------------------------ database
+
+
+def session_factory(request: Request) -> sessionmaker[Session]:
+    """The app's session factory (set up by the API's ``create_app``)."""
+    return context_of(request).sessions
+
+
+#: One session per request, closed afterwards: the API's own dependency.
+db_session = deps.db_session
+
+
+# ------------------------------------------------------------------------------- cookies
+
+
+def _token(request: Request) -> str | None:
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+def optional_user(request: Request) -> PageUser | None:
+    """The user of the session cookie, or None (no cookie, bad or expired token, inactive)."""
+    token = _token(request)
+    if token is None:
+        return None
+    try:
+        user_id = context_of(request).tokens.user_id(token)
+    except AuthError:
+        return None
+    with session_factory(request)() as db:
+        user = db.get(User, user_id)
+        if user is None or not user.active:
+            return None
+        return _page_user(user)
+
+
+def page_user(request: Request) -> PageUser:
+    """FastAPI dependency: the signed-in user, or a redirect to the login form."""
+    user = optional_user(request)
+    if user is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(
+            status_code=303, headers={"Location": f"/login?next={quote(target, safe='')}"}
+        )
+    return user
+
+
+def login(db: Session, *, username: str, password: str) -> PageUser | None:
+    """Check a user name and password (argon2, constant-ish time); None if wrong."""
+    if not username or not password:
+        return None
+    user = crud.authenticate_user(db, username=username, password=password)
+    return _page_user(user) if user is not None else None
+
+
+def set_session_cookie(request: Request, response: Response, user: PageUser) -> None:
+    """Issue the API's JWT for ``user`` and store it in the session cookie."""
+    token, max_age = context_of(request).tokens.issue_for_user(user_id=user.id, role=user.role)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    """Remove the session cookie."""
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token of this browser session (empty without a session)."""
+    token = _token(request)
+    return hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
+
+
+def csrf_ok(request: Request, submitted: str) -> bool:
+    """Whether a form's CSRF token belongs to this session (and the origin is ours)."""
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return False
+    expected = csrf_token(request)
+    return bool(expected) and hmac.compare_digest(expected, submitted)
+
+
+def safe_next(target: str) -> str:
+    """A post-login redirect target, only if it is a local path (no open redirect)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return ""
+
+
+def home_for(user: PageUser) -> str:
+    """The start page of a role."""
+    return {"admin": "/admin", "clinician": "/ward", "patient": "/me"}.get(user.role, "/login")
+
+
+# ------------------------------------------------------------------------------- access
+
+
+def visible_patient_ids(db: Session, user: PageUser) -> list[int] | None:
+    """Patients the user may see (the API's rule): None means all (admin)."""
+    return deps.visible_patient_ids(db, user.principal)
+
+
+def patient_access(db: Session, user: PageUser, patient_id: int) -> int:
+    """HTTP status of reading this patient's data: 200, 403 or 404 (the API's rule).
+
+    The API answers 403 to a clinician or patient for any patient that is not theirs,
+    whether it exists or not, so the status never reveals that a patient exists.
+    """
+    try:
+        deps.check_patient_access(db, user.principal, patient_id)
+    except HTTPException as exc:
+        return exc.status_code
+    return 200
+
+
+def may_read_patient(db: Session, user: PageUser, patient_id: int) -> bool:
+    """Whether the user may read this patient's data."""
+    return patient_access(db, user, patient_id) == 200
+
+
+def count_open_alerts(db: Session, user: PageUser) -> int:
+    """Open alerts of the patients the user sees (for the navigation badge)."""
+    ids = visible_patient_ids(db, user)
+    query = select(func.count()).select_from(Alert).where(Alert.acknowledged_at.is_(None))
+    if ids is not None:
+        query = query.where(Alert.patient_id.in_(ids))
+    return int(db.scalar(query) or 0)
+
+
+def _ip(request: Request) -> str | None:
+    return deps.client_ip(request)
+
+
+def audit_read(db: Session, *, user: PageUser, patient_ids: list[int], request: Request) -> None:
+    """Write (and commit) the API's audit rows: this user read these patients' data."""
+    deps.audit_reads(request, db, user.principal, patient_ids)
+
+
+# -------------------------------------------------------------------------------- changes
+
+
+def acknowledge(db: Session, *, user: PageUser, alert: Alert, request: Request) -> bool:
+    """Acknowledge an alert and audit it (committed). False if it already was."""
+    changed = crud.acknowledge_alert(db, alert=alert, user_id=user.id)
+    crud.record_audit(
+        db,
+        action="acknowledge",
+        resource=f"page:/alerts/{alert.id}/ack",
+        patient_ids=[alert.patient_id],
+        actor_user_id=user.id,
+        ip=_ip(request),
+    )
+    db.commit()
+    return changed
+
+
+def register_patient(
+    db: Session, *, user: PageUser, name: str, mrn: str, birth_date: date | None, request: Request
+) -> Patient:
+    """Create a patient (the caller commits) and audit it."""
+    patient = crud.create_patient(db, name=name, mrn=mrn, birth_date=birth_date)
+    crud.record_audit(
+        db,
+        action="create",
+        resource="page:/admin/patients",
+        patient_ids=[patient.id],
+        actor_user_id=user.id,
+        ip=_ip(request),
+    )
+    return patient
+
+
+def create_account(
+    db: Session,
+    *,
+    user: PageUser,
+    username: str,
+    password: str,
+    role: str,
+    request: Request,
+    patient_id: int | None = None,
+    full_name: str | None = None,
+) -> None:
+    """Create a login (the caller commits) and audit it."""
+    crud.create_user(
+        db,
+        username=username,
+        password=password,
+        role=role,
+        patient_id=patient_id,
+        full_name=full_name,
+    )
+    crud.record_audit(
+        db,
+        action="create",
+        resource=f"page:/admin/users/{username}",
+        patient_ids=[patient_id],
+        actor_user_id=user.id,
+        ip=_ip(request),
+    )
+
+
+def register_device(
+    db: Session,
+    *,
+    user: PageUser,
+    device_id: str,
+    kind: str,
+    patient_id: int | None,
+    request: Request,
+) -> dict[str, str]:
+    """Register a device (the caller commits); returns its id and its one-time secret."""
+    device, secret = crud.register_device(db, device_id=device_id, kind=kind, patient_id=patient_id)
+    crud.record_audit(
+        db,
+        action="create",
+        resource=f"page:/admin/devices/{device.device_id}",
+        patient_ids=[patient_id],
+        actor_user_id=user.id,
+        ip=_ip(request),
+    )
+    return {"device_id": device.device_id, "secret": secret}
+
+
+def assign(
+    db: Session, *, user: PageUser, clinician_id: int, patient_id: int, request: Request
+) -> bool:
+    """Assign a clinician to a patient (the caller commits) and audit it."""
+    new = crud.assign_clinician(db, clinician_id=clinician_id, patient_id=patient_id)
+    crud.record_audit(
+        db,
+        action="assign",
+        resource=f"page:/admin/assignments/{clinician_id}",
+        patient_ids=[patient_id],
+        actor_user_id=user.id,
+        ip=_ip(request),
+    )
+    return new
+
+
+# --------------------------------------------------------------------------------- files
+
+
+def image_file(request: Request, stored: str) -> Path | None:
+    """The file of a stored image or heatmap in the API's image store (None if missing)."""
+    try:
+        path = context_of(request).images.path(stored)
+    except ValidationError:
+        log.warning("stored path %r lies outside the image store", stored)
+        return None
+    return path if path.is_file() else None
