@@ -124,5 +124,8 @@ def test_split_file_and_where_select_the_rows(
     model = str(model_factory("cxr-a"))
     report = _run("--model", model, "--data", str(data), "--split-file", str(split_file))
     assert report["n"] == 4 and report["split"]["name"] == "test"
+    listed = tmp_path / "test_files.txt"
+    listed.write_text("\n".join(files[:3]) + "\n")
+    assert _run("--model", model, "--data", str(data), "--split-file", str(listed))["n"] == 3
     report = _run("--model", model, "--data", str(data), "--where", "label=covid")
     assert report["n"] == 3 and report["confusion"]["tn"] + report["confusion"]["fp"] == 0

@@ -1,9 +1,11 @@
 """``iomt bench vision``: latency of every shipped classifier, PyTorch eager vs ONNX Runtime
 fp32 vs int8, in one run, against the model's compute bound measured in the same run.
 
-Per model: batch-1 p50/p99 latency, batch-``--batch`` images/s, FLOPs from the ONNX graph and
-the compute bound ``FLOPs / peak GFLOP/s`` (peak = best fp32 matrix product in this run, ORT
-or numpy). PyTorch runs only where the training checkpoint (``best.pt``) is found: the card's
+Per model: batch-1 p50/p99 latency of the model call on a preprocessed tensor, images/s at
+batch ``--batch``, FLOPs from the ONNX graph and the compute bound ``FLOPs / peak GFLOP/s``
+(peak = best fp32 matrix product in this run, ORT or numpy). ``serving_e2e`` times what an
+upload costs: preprocessing at the image's own size, the served variant and the heatmap.
+PyTorch runs only where the training checkpoint (``best.pt``) is found: the card's
 ``checkpoint`` or ``run_dir`` key, the ``--out`` of its training command, the trainer's
 default run folder, or ``--checkpoint ID=PATH``. Runtimes are measured one after the other
 (never concurrently: ORT and PyTorch thread pools thrash each other, onnxruntime#13808).
@@ -121,6 +123,7 @@ def bench_model(
                 (probs.argmax(1) == reference.argmax(1)).mean()
             )
         out["runtimes"][name] = entry
+    out["runtimes"]["serving_e2e"] = _bench_serving(model, images[0], threads, repeats)
     checkpoint = find_checkpoint(card, checkpoints)
     if checkpoint is None:
         out["runtimes"]["torch_eager"] = {"skipped": "no training checkpoint (best.pt) found"}
@@ -149,6 +152,27 @@ def bench_model(
         ratios["onnx_fp32_speedup_vs_torch_b1"] = torch_entry["b1"]["p50_ms"] / fp32["b1"]["p50_ms"]
     out["ratios"] = ratios
     return out
+
+
+def _bench_serving(model: Any, pixels: Any, threads: int, repeats: int) -> dict[str, Any]:
+    """What an upload costs: the image-analysis step on one image at its own resolution
+    (preprocessing, the served variant, probabilities and the upsampled heatmap)."""
+    from iomt.domain.analysis import ImageInput
+    from iomt.inference.benchmark import measure
+    from iomt.inference.registry import ModelRegistry
+    from iomt.inference.step import OnnxImageAnalysis
+
+    step = OnnxImageAnalysis(ModelRegistry([model]), threads=threads)
+    image = ImageInput(
+        study_id=0, modality=model.card.modality, pixels=pixels, task=model.card.task
+    )
+    latency = measure(lambda: step.analyse(image), repeats=max(10, repeats // 2), budget_s=20.0)
+    return {
+        "b1": latency.as_dict(),
+        "image_shape": list(pixels.shape),
+        "variant": model.serving_variant() or "fp32",
+        "images_per_s_batch": latency.images_per_s,
+    }
 
 
 def _latencies(one: Any, many: Any, batch: int, repeats: int, measure: Any) -> dict[str, Any]:

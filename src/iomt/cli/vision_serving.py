@@ -105,7 +105,7 @@ def evaluate(
         [], "--where", help="Only rows with COLUMN=VALUE (repeatable), e.g. age_group=adult."
     ),
     split_file: Path | None = typer.Option(
-        None, help="A training run's split.json: evaluate only the files of --split."
+        None, help="A run's split.json (evaluate only the files of --split) or a .txt file list."
     ),
     split: str = typer.Option("test", help="Which split of --split-file (train, val, test)."),
     variant: str | None = typer.Option(None, help="Run a variant of the model, e.g. int8."),

@@ -86,9 +86,11 @@ def filter_rows(rows: Sequence[ManifestRow], where: Mapping[str, str]) -> list[M
 
 
 def select_split(rows: Sequence[ManifestRow], split_file: Path, split: str) -> list[ManifestRow]:
-    """Only the rows listed under ``split`` in a training run's ``split.json``.
+    """Only the rows a training run held out (or used): a ``split.json`` or a file list.
 
-    ``split.json`` maps split names (``train``, ``val``, ``test``) to manifest ``file`` values.
+    ``split.json`` maps split names (``train``, ``val``, ``test``) to manifest ``file`` values;
+    a ``.txt`` file lists ``file`` values one per line (e.g. a shipped ``test_files.txt``) and
+    ``split`` is then ignored.
 
     Raises
     ------
@@ -96,7 +98,11 @@ def select_split(rows: Sequence[ManifestRow], split_file: Path, split: str) -> l
         If the file is unreadable, lacks the split, or lists files the folder does not have.
     """
     try:
-        splits = json.loads(split_file.read_text(encoding="utf-8"))
+        text = split_file.read_text(encoding="utf-8")
+        if split_file.suffix == ".txt":
+            splits = {split: [line.strip() for line in text.splitlines() if line.strip()]}
+        else:
+            splits = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ValidationError(f"cannot read split file {split_file}: {exc}") from exc
     if split not in splits:
