@@ -25,6 +25,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(__import__("iomt.cli.triage", fromlist=["app"]).app, name="triage")
 app.add_typer(__import__("iomt.cli.vision").cli.vision.app, name="vision")
 app.command("simulate")(__import__("iomt.cli.simulate", fromlist=["simulate"]).simulate)
+app.add_typer(__import__("iomt.cli.fl", fromlist=["app"]).app, name="fl")
 
 
 @app.callback()

@@ -1,0 +1,74 @@
+"""The clustered-FL paper's model: VGG16 plus one conv layer and three dense layers.
+
+Qayyum et al. (arXiv 2101.07511, section III-B2) stack one extra convolutional layer and three
+fully connected layers on VGG16 before its output layer, on grayscale 256x256 inputs. Here the
+convolutional base is torchvision's ``vgg16`` built with ``weights=None`` (nothing is
+downloaded) and its first convolution takes one channel. An adaptive 4x4 pooling after the
+extra conv keeps the head's size independent of the input size, so a tiny input can be used in
+tests. The experiment defaults to a light model instead (see ``experiment``); this one is for
+sites with the compute for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+
+class PaperVGG(nn.Module):
+    """VGG16 conv base + extra conv + three dense layers + output layer.
+
+    Parameters
+    ----------
+    num_classes
+        Outputs (2 in the paper: COVID-19 vs healthy).
+    in_channels
+        1 for the paper's grayscale inputs.
+    extra_channels, hidden
+        Width of the extra conv layer and of the three dense layers.
+    dropout
+        Dropout between the dense layers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        extra_channels: int = 256,
+        hidden: tuple[int, int, int] = (512, 256, 64),
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        from torchvision.models import vgg16
+
+        base = vgg16(weights=None).features
+        first = base[0]
+        assert isinstance(first, nn.Conv2d)
+        base[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
+        self.features = nn.Sequential(
+            base,
+            nn.Conv2d(512, extra_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d((4, 4)),
+        )
+        dims = (extra_channels * 16, *hidden)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for d_in, d_out in itertools.pairwise(dims):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.dense = nn.Sequential(*layers)
+        self.output = nn.Linear(dims[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [N, num_classes]."""
+        return self.output(self.dense(self.features(x)))
+
+
+def build_fl_model(arch: str, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
+    """``paper_vgg16`` (here) or an architecture of :func:`iomt.vision.models.build_model`."""
+    if arch == "paper_vgg16":
+        return PaperVGG(num_classes, in_channels)
+    from iomt.vision.models import build_model
+
+    return build_model(arch, num_classes, in_channels)
