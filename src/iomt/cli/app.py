@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import typer
+from rich.console import Console
 from rich.logging import RichHandler
 
 from iomt.cli import bench, info
@@ -36,7 +37,8 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(rich_tracebacks=True, show_path=False)],
+        # logs go to stderr: stdout carries command output (e.g. one JSON object for --json)
+        handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=True, show_path=False)],
     )
 
 
