@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from iomt.alerts.dispatch import AlertDispatcher
+from iomt.alerts.rules import verdict_alert
 from iomt.api.services.images import ImageStore
-from iomt.domain.analysis import Box, ImageFinding, TriageVerdict
+from iomt.domain.analysis import Box, ImageFinding
 from iomt.domain.triage import TriageLevel
 from iomt.domain.vitals import Reading, VitalKind
 from iomt.store import crud
+from iomt.triage.step import default_triage_step
 
 PASSWORD = "correct-horse-42"
 CXR_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "chest" / "cxr-covid"
@@ -38,6 +41,7 @@ class Seeded:
     study_id: int = 0
     finding_id: int = 0
     open_alert_id: int = 0
+    alice_alert_ids: list[int] = field(default_factory=list)
 
 
 def _xray_png() -> bytes:
@@ -71,22 +75,12 @@ def _vital(kind: VitalKind, minute: float, course: str) -> float:
     worse = max(0.0, (minute - 40) / 80) if course == "deteriorating" else 0.0
     mild = 1.0 if course == "mild" else 0.0
     if kind is VitalKind.TEMPERATURE:
-        return round(98.4 + 0.2 * wobble + 1.9 * mild + 5.0 * worse, 1)
+        return round(98.4 + 0.2 * wobble + 1.4 * mild + 5.0 * worse, 1)
     if kind is VitalKind.SPO2:
-        return round(97.5 + 0.5 * wobble - 2.5 * mild - 11.0 * worse, 1)
+        return round(97.5 + 0.5 * wobble - 2.0 * mild - 11.0 * worse, 1)
     if kind is VitalKind.HEART_RATE:
-        return round(72 + 3 * wobble + 22 * mild + 70 * worse)
-    return round(15 + wobble + 5 * mild + 16 * worse)
-
-
-def _level_for(course: str, window_index: int) -> TriageLevel:
-    """Verdict of the ``window_index``-th window of a course (Alice worsens step by step)."""
-    if course == "mild":
-        return TriageLevel.MILD
-    if course == "deteriorating":
-        steps = [0, 0, 0, 1, 1, 2, 2, 3]
-        return TriageLevel(steps[min(window_index, len(steps) - 1)])
-    return TriageLevel.NORMAL
+        return round(72 + 3 * wobble + 16 * mild + 70 * worse)
+    return round(15 + wobble + 4 * mild + 16 * worse)
 
 
 def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> Seeded:
@@ -152,53 +146,46 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
         crud.insert_readings(
             session, readings=readings, patient_id_by_device=device_of, received_at=received
         )
+    # Every closed window is judged by the real FLCD step, and the real alert rules raise
+    # the alerts (through the dispatcher, as the ingest path does).
+    step = default_triage_step()
+    dispatcher = AlertDispatcher(sessionmaker(bind=session.get_bind()))
+    for key in ("cara", "bert", "alice"):
+        patient_id = out.patients[key]
+        starts = []
         moment = first_window
-        index = 0
-        verdict_row = None
         while moment + window <= now:
-            level = _level_for(course, index)
-            news2 = {0: 0, 1: 3, 2: 5, 3: 8}[int(level)]
-            verdict = TriageVerdict(
-                level=level,
-                value=2.0 + 4.0 * int(level),
-                method="flcd-t1/flcd-2021-v1",
-                aggregates={
-                    "temperature": _vital(VitalKind.TEMPERATURE, index * 15, course),
-                    "spo2": _vital(VitalKind.SPO2, index * 15, course),
-                    "heart_rate": _vital(VitalKind.HEART_RATE, index * 15, course),
-                    "resp_rate": _vital(VitalKind.RESP_RATE, index * 15, course),
-                    "proximity": None,
-                },
-                missing=["proximity"],
-                explanation={
-                    "categories": {
-                        "temperature": "high" if level >= TriageLevel.SERIOUS else "normal",
-                        "spo2": "low" if level >= TriageLevel.MILD else "normal",
-                        "heart_rate": "high" if level >= TriageLevel.SERIOUS else "normal",
-                        "resp_rate": "high" if level >= TriageLevel.CRITICAL else "normal",
-                    },
-                    "strongest_rules": [
-                        {
-                            "if": {"temperature": "high", "spo2": "low", "heart_rate": "high"},
-                            "then": level.label,
-                            "strength": 0.82,
-                        },
-                        {"if": {"resp_rate": "high"}, "then": level.label, "strength": 0.41},
-                    ],
-                    "scale": "FLCD 0-15.5",
-                },
-                news2=news2,
-                news2_partial=True,
-            )
-            verdict_row, _ = crud.store_verdict(
-                session,
-                patient_id=out.patients[key],
-                window_start=moment,
-                window_end=moment + window,
-                verdict=verdict,
-            )
+            starts.append(moment)
             moment += window
-            index += 1
+        windows = [
+            crud.readings_for_window(session, patient_id=patient_id, start=s0, end=s0 + window)
+            for s0 in starts
+        ]
+        windows = [w for w in windows if any(w.values.values())]  # Cara's silent tail
+        previous: TriageLevel | None = None
+        for vitals, verdict in zip(windows, step.assess(windows), strict=True):
+            row, _ = crud.store_verdict(
+                session,
+                patient_id=patient_id,
+                window_start=vitals.start,
+                window_end=vitals.end,
+                verdict=verdict,
+                location=vitals.location,
+            )
+            draft = verdict_alert(
+                patient_id=patient_id,
+                verdict_id=row.id,
+                window_start=vitals.start,
+                window_end=vitals.end,
+                verdict=verdict,
+                previous=previous,
+                location=vitals.location,
+            )
+            if draft is not None:
+                raised = dispatcher.raise_in(session, draft)
+                if raised is not None and key == "alice":
+                    out.alice_alert_ids.append(int(raised["id"]))
+            previous = verdict.level
 
     # Alice's chest X-ray with a positive finding, its heatmap and one detected box.
     images = ImageStore(image_root)
@@ -237,25 +224,10 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
     )
     out.study_id, out.finding_id = study.id, finding.id
 
-    alert, _ = crud.create_alert(
-        session,
-        patient_id=out.patients["alice"],
-        severity="critical",
-        title="Critical triage verdict",
-        body="Window ended critical (FLCD 14.0). EMERGENCY: last known location attached.",
-        verdict_id=verdict_row.id if verdict_row else None,
-        dedup_key="seed:alice:critical",
-    )
-    out.open_alert_id = alert.id
-    old, _ = crud.create_alert(
-        session,
-        patient_id=out.patients["bert"],
-        severity="warning",
-        title="Mild triage verdict",
-        body="SpO2 94-95 % for 15 minutes.",
-        dedup_key="seed:bert:mild",
-    )
-    crud.acknowledge_alert(session, alert=old, user_id=out.users["ada"])
+    # Alice's first alert was seen and acknowledged; the newest stays open.
+    first_alert = crud.get_alert(session, alert_id=out.alice_alert_ids[0])
+    crud.acknowledge_alert(session, alert=first_alert, user_id=out.users["ada"])
+    out.open_alert_id = out.alice_alert_ids[-1]
     crud.add_dead_letter(
         session,
         source="mqtt",

@@ -187,3 +187,31 @@ def test_operating_point_reads_the_cards_held_out_report() -> None:
     assert rows["Test AUC"] == "0.930 (95% CI 0.900\u20130.960)"
     assert rows["Test images"] == "180"
     assert operating_point({"accuracy": 0.9}) == []
+
+
+def test_explain_reads_the_flcd_steps_explanation() -> None:
+    from iomt.domain.analysis import WindowVitals
+    from iomt.domain.vitals import VitalKind
+    from iomt.triage.step import default_triage_step
+
+    window = WindowVitals(
+        patient_id=1,
+        start=T0,
+        end=T0 + timedelta(minutes=15),
+        values={
+            VitalKind.TEMPERATURE: [101.5] * 5,
+            VitalKind.SPO2: [91.0] * 5,
+            VitalKind.HEART_RATE: [112.0] * 5,
+            VitalKind.RESP_RATE: [23.0] * 5,
+        },
+    )
+    (verdict,) = default_triage_step().assess([window])
+    categories, rules, other, _ = explain(verdict.explanation)
+    names = [name for name, _ in categories]
+    assert {"temperature", "spo2", "heart_rate", "resp_rate"} <= set(names)
+    assert all("membership" in text for name, text in categories if name != "social_contact")
+    assert rules and all("->" in rule and "firing strength" in rule for rule in rules)
+    labels = [label for label, _ in other]
+    assert "NEWS2 points" in labels and "memberships" not in labels
+    news = dict(other)["NEWS2 points"]
+    assert "resp_rate" in news and "not measured" in news

@@ -338,6 +338,43 @@ def _rule_text(rule: Any) -> str:
 _CATEGORY_KEYS = ("categories", "symptom_categories", "symptoms")
 _RULE_KEYS = ("strongest_rules", "top_rules", "rules", "fired_rules")
 _SCALE_KEYS = ("scale", "range")
+_MEMBERSHIP_KEYS = ("memberships", "membership")
+_NEWS2_KEYS = ("news2_components",)
+
+
+def _category_text(name: str, category: Any, memberships: Mapping[str, Any]) -> str:
+    """``"serious (membership 0.70; mild 0.30)"``: the category and the other active terms."""
+    degree = None
+    if isinstance(category, Mapping):
+        degree = category.get("membership") or category.get("degree")
+        category = category.get("category") or category.get("label") or category.get("term")
+    if category is None:
+        return "not measured"
+    label = _text(category)
+    degrees = memberships.get(name)
+    if isinstance(degrees, Mapping):
+        if degree is None and isinstance(degrees.get(label), int | float):
+            degree = degrees[label]
+        others = [
+            f"{term} {float(d):.2f}"
+            for term, d in degrees.items()
+            if term != label and isinstance(d, int | float) and d > 0
+        ]
+    else:
+        others = []
+    if isinstance(degree, int | float):
+        label += f" (membership {degree:.2f}" + (f"; {', '.join(others)})" if others else ")")
+    return label
+
+
+def _news2_text(components: Sequence[Any]) -> str:
+    """NEWS2 points per parameter, naming those that were not measured."""
+    from iomt.triage.news2 import COMPONENTS
+
+    scored = [f"{n} {c}" for n, c in zip(COMPONENTS, components, strict=False) if c is not None]
+    absent = [n for n, c in zip(COMPONENTS, components, strict=False) if c is None]
+    text = ", ".join(scored) or "none scored"
+    return text + (f" (not measured: {', '.join(absent)})" if absent else "")
 
 
 def explain(
@@ -345,31 +382,32 @@ def explain(
 ) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str]], str | None]:
     """Split a verdict's explanation into symptom categories, strongest rules, the rest.
 
-    The triage engines choose their own explanation keys; the common ones are recognised
-    (``categories``, ``strongest_rules`` ...), everything else is shown as "more detail".
+    The triage engines choose their own explanation keys; the FLCD step's (``categories``,
+    ``rules``, ``memberships``, ``news2_components``) and other common ones are recognised,
+    everything else is shown as "more detail".
     """
     categories: list[tuple[str, str]] = []
     rules: list[str] = []
     other: list[tuple[str, str]] = []
     scale: str | None = None
+    memberships: Mapping[str, Any] = next(
+        (v for k, v in explanation.items() if k in _MEMBERSHIP_KEYS and isinstance(v, Mapping)),
+        {},
+    )
     for key, value in explanation.items():
         if key in _CATEGORY_KEYS and isinstance(value, Mapping):
-            for name, category in value.items():
-                if isinstance(category, Mapping):
-                    label = (
-                        category.get("category") or category.get("label") or category.get("term")
-                    )
-                    degree = category.get("membership") or category.get("degree")
-                    text = _text(label) + (
-                        f" (membership {degree:.2f})" if isinstance(degree, int | float) else ""
-                    )
-                else:
-                    text = _text(category)
-                categories.append((str(name), text))
+            categories.extend(
+                (str(name), _category_text(str(name), category, memberships))
+                for name, category in value.items()
+            )
         elif key in _RULE_KEYS and isinstance(value, Sequence) and not isinstance(value, str):
             rules.extend(_rule_text(rule) for rule in value)
         elif key in _SCALE_KEYS:
             scale = _text(value)
+        elif key in _NEWS2_KEYS and isinstance(value, Sequence) and not isinstance(value, str):
+            other.append(("NEWS2 points", _news2_text(value)))
+        elif key in _MEMBERSHIP_KEYS and isinstance(value, Mapping):
+            continue
         else:
             other.append((str(key), _text(value)))
     return categories, rules, other, scale
