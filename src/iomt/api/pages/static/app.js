@@ -80,8 +80,44 @@
     apply();
   }
 
+  /* Ward: re-read the server-rendered table when an alert arrives (and every 30 s), so
+     the urgency order stays current without a reload; focus and scroll are kept. */
+  function liveWard(table) {
+    var busy = false;
+    var status = document.querySelector("[data-ward-status]");
+    function refresh() {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch(table.getAttribute("data-refresh-url"), { credentials: "same-origin" })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("ward-table");
+          var active = document.activeElement && table.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+          if (fresh) table.querySelector("tbody").replaceWith(fresh.querySelector("tbody"));
+          var count = document.querySelector("[data-open-count]");
+          var freshCount = fresh && fresh.ownerDocument.querySelector("[data-open-count]");
+          if (count && freshCount) count.textContent = freshCount.textContent;
+          if (active) { var link = table.querySelector('a[href="' + active + '"]'); if (link) link.focus(); }
+          if (status) status.textContent = "Updated " + new Date().toLocaleTimeString();
+        })
+        .catch(function () { if (status) status.textContent = "Could not update; retrying"; })
+        .then(function () { busy = false; });
+    }
+    setInterval(refresh, 30000);
+    if ("EventSource" in window && table.getAttribute("data-stream-url")) {
+      var source = new EventSource(table.getAttribute("data-stream-url"));
+      source.addEventListener("alert", refresh);
+      window.addEventListener("beforeunload", function () { source.close(); });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    var list = document.querySelector("[data-stream-url]");
+    var ward = document.querySelector("table[data-refresh-url]");
+    if (ward) liveWard(ward);
+    var list = document.querySelector("ul[data-stream-url]");
     if (list) startFeed(list);
     bindAck(document);
     Array.prototype.forEach.call(document.querySelectorAll("[data-heatmap-opacity]"), bindHeatmap);
