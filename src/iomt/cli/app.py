@@ -24,6 +24,7 @@ app.command("info")(info.info)
 app.add_typer(bench.app, name="bench")
 # Command groups registered by the other modules (one line each):
 app.add_typer(__import__("iomt.cli.triage", fromlist=["app"]).app, name="triage")
+app.add_typer(__import__("iomt.cli.detect", fromlist=["app"]).app, name="detect")
 app.add_typer(__import__("iomt.cli.vision").cli.vision.app, name="vision")
 app.command("simulate")(__import__("iomt.cli.simulate", fromlist=["simulate"]).simulate)
 app.add_typer(__import__("iomt.cli.fl", fromlist=["app"]).app, name="fl")
