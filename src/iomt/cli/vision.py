@@ -16,7 +16,6 @@ app = typer.Typer(
     help="Image models: train, cross-validate, export to ONNX, report.", no_args_is_help=True
 )
 # serving commands: registered by iomt.cli.vision_serving
-from iomt.cli import vision_serving as _serving  # noqa: E402, F401  (adds models, evaluate)
 
 DATA_ROOT = Path("../shared/data")
 
@@ -40,7 +39,9 @@ def train_cmd(
     lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle)."),
     patience: int = typer.Option(10, help="Early-stopping patience in epochs."),
     seed: int = typer.Option(0, help="Seed for split, sampler and weights."),
-    threads: int = typer.Option(2, help="torch CPU threads."),
+    threads: int = typer.Option(
+        1, help="torch CPU threads (1 is far faster on a shared, oversubscribed CPU)."
+    ),
     out: Path | None = typer.Option(None, help="Run folder (default runs/TASK-ARCH-SIZE)."),
     resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -64,6 +65,86 @@ def train_cmd(
     )
     run = train(config, resume=resume, show_progress=progress, command=_command_line())
     typer.echo(json.dumps({"run": str(folder), "test": headline(run["test"])}, indent=2))
+
+
+@app.command("crossval")
+def crossval_cmd(
+    task: str = typer.Option(..., help="Task = dataset folder, e.g. chest/ct-covid."),
+    data: Path | None = typer.Option(None, help="Dataset folder (default ../shared/data/TASK)."),
+    folds: int = typer.Option(10, help="Number of grouped folds (paper 1: 10)."),
+    arch: str = typer.Option("iomtnet_s", help="Architecture."),
+    img_size: int = typer.Option(128, help="Square input size in pixels."),
+    epochs: int = typer.Option(30, help="Maximum epochs per fold."),
+    seed: int = typer.Option(0, help="Seed."),
+    threads: int = typer.Option(
+        1, help="torch CPU threads (1 is far faster on a shared, oversubscribed CPU)."
+    ),
+    out: Path | None = typer.Option(None, help="Folder for the fold runs and crossval.json."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Grouped k-fold cross-validation; prints per-fold and pooled out-of-fold figures."""
+    from iomt.vision.crossval import crossval
+    from iomt.vision.train import TrainConfig, headline
+
+    folder = out or Path("runs") / f"cv-{task.replace('/', '-')}-{arch}-{img_size}"
+    config = TrainConfig(
+        task=task,
+        data=str(_data_dir(task, data)),
+        out=str(folder),
+        arch=arch,
+        img_size=img_size,
+        epochs=epochs,
+        seed=seed,
+        threads=threads,
+    )
+    result = crossval(config, folds, show_progress=progress)
+    summary = {
+        "folds": result["folds"],
+        "threshold": result["threshold"],
+        "pooled": headline(result["pooled"]),
+    }
+    typer.echo(json.dumps(summary, indent=2, default=float))
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Option(..., help="Run folder written by `iomt vision train`."),
+    out: Path = typer.Option(..., help="Model folder, e.g. models/cxr-covid-iomtnet_s-v1."),
+    model_id: str = typer.Option(..., "--id", help="Model id for the registry."),
+    version: str = typer.Option("1", help="Model version."),
+    notes: Path | None = typer.Option(None, help="Markdown file appended to MODEL_CARD.md."),
+) -> None:
+    """Export a run's best checkpoint to ONNX (probs + cam) with card.json and MODEL_CARD.md."""
+    from iomt.vision.cards import render_model_card
+    from iomt.vision.export import export_run
+
+    card = export_run(run, out, model_id, version)
+    text = notes.read_text(encoding="utf-8") if notes is not None else ""
+    (out / "MODEL_CARD.md").write_text(render_model_card(card, text), encoding="utf-8")
+    typer.echo(json.dumps({k: card[k] for k in ("id", "task", "sha256", "size_bytes", "latency")}))
+
+
+@app.command("report")
+def report_cmd(
+    run: Path = typer.Option(..., help="Run folder written by `iomt vision train`."),
+    out: Path | None = typer.Option(None, help="HTML file (default RUN/report.html)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the held-out report as JSON."),
+) -> None:
+    """HTML report (confusion matrix, ROC, score histograms by group, t-SNE) of a run."""
+    from iomt.vision.report import build_report
+    from iomt.vision.tasks import get_task
+
+    meta = json.loads((run / "run.json").read_text())
+    page, report = build_report(run, get_task(meta["task"]))
+    target = out or run / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    if as_json:
+        from iomt.vision.export import json_ready
+
+        typer.echo(json.dumps(json_ready(report), indent=2, allow_nan=False))
+    else:
+        typer.echo(f"wrote {target}")
 
 
 # Registers ``models`` and ``evaluate`` (ONNX Runtime, owned by the inference side) on ``app``.

@@ -9,6 +9,7 @@ added; where the manifest has ``age_group``, an adult-only report is added.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from iomt.evaluation.metrics import (
     threshold_for_sensitivity,
 )
 from iomt.vision.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,10 +140,15 @@ def choose_threshold(spec: TaskSpec, val: Predictions) -> float | None:
         return None
     pos = spec.positive_index
     if spec.patient_level:
-        _, labels, means = group_scores(val)
-        return threshold_for_sensitivity(labels == pos, means[:, pos], spec.target_sensitivity)
-    sel = adult_subset(val) or val
-    return threshold_for_sensitivity(sel.targets == pos, sel.probs[:, pos], spec.target_sensitivity)
+        _, truth, scores = group_scores(val)
+        truth, scores = truth == pos, scores[:, pos]
+    else:
+        sel = adult_subset(val) or val
+        truth, scores = sel.targets == pos, sel.probs[:, pos]
+    if not truth.any():
+        log.warning("no positive case in the validation data: threshold falls back to 0.5")
+        return 0.5
+    return threshold_for_sensitivity(truth, scores, spec.target_sensitivity)
 
 
 def adult_subset(pred: Predictions) -> Predictions | None:
@@ -223,6 +231,8 @@ def selection_score(spec: TaskSpec, val: Predictions) -> float:
         )
     pos = spec.positive_index
     sel = adult_subset(val) or val
+    if len(np.unique(sel.targets == pos)) < 2:
+        sel = val  # the adults alone hold one class: use every validation image
     y = sel.targets == pos
     if y.all() or not y.any():
         return float("nan")

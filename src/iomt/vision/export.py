@@ -125,8 +125,8 @@ def build_card(
         "std": run["std"],
         "threshold": run["threshold"],
         "target_sensitivity": spec.target_sensitivity if spec.is_binary else None,
-        "metrics": _json_ready(run["test"]),
-        "validation": _json_ready(run.get("val")),
+        "metrics": json_ready(run["test"]),
+        "validation": json_ready(run.get("val")),
         "split_sizes": run.get("split_sizes"),
         "data_hash": run["data_hash"],
         "data_hash_test": run.get("data_hash_test"),
@@ -140,12 +140,12 @@ def build_card(
     }
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python (strict JSON)."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

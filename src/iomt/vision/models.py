@@ -165,6 +165,21 @@ def _features_only(name: str, num_features: int) -> Callable[[int], tuple[nn.Mod
     return build
 
 
+def _vgg16(in_channels: int) -> tuple[nn.Module, int]:
+    """VGG16's convolutional part (torchvision's ``features``, same init), without building
+    the unused 120-M-parameter fully connected head."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    feats = make_layers(cfgs["D"], batch_norm=False)
+    for m in feats.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+    _replace_first_conv(feats, in_channels)
+    return feats, 512
+
+
 _BUILDERS: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "iomtnet": lambda c: iomtnet_features(c, (32, 64, 128, 256)),
     "iomtnet_s": lambda c: iomtnet_features(c, (16, 32, 64, 128)),
@@ -172,7 +187,7 @@ _BUILDERS: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "resnet34": _resnet("resnet34"),
     "resnet50": _resnet("resnet50"),
     "densenet121": _densenet121,
-    "vgg16": _features_only("vgg16", 512),
+    "vgg16": _vgg16,
     "mobilenet_v3_small": _features_only("mobilenet_v3_small", 576),
     "mobilenet_v3_large": _features_only("mobilenet_v3_large", 960),
     "efficientnet_b0": _features_only("efficientnet_b0", 1280),

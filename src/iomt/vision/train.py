@@ -65,7 +65,7 @@ class TrainConfig:
     seed: int = 0
     test_frac: float = 0.2
     val_frac: float = 0.15
-    threads: int = 2
+    threads: int = 1
     balance_age: bool = True
     n_boot: int = 1000
 
@@ -124,10 +124,18 @@ def _predictions(
     )
 
 
-def _split(config: TrainConfig, manifest: Manifest, out: Path) -> dict[str, NDArray[np.int64]]:
-    """Load the saved split of a resumed run, or make and save a new grouped split."""
+def _split(
+    config: TrainConfig,
+    manifest: Manifest,
+    out: Path,
+    given: dict[str, NDArray[np.int64]] | None = None,
+) -> dict[str, NDArray[np.int64]]:
+    """The given split, the saved split of a resumed run, or a new grouped split (saved)."""
     path = out / "split.json"
     files = [r.file for r in manifest.records]
+    if given is not None:
+        path.write_text(json.dumps({k: [files[i] for i in v] for k, v in given.items()}, indent=0))
+        return given
     if path.exists():
         saved = json.loads(path.read_text())
         index = {f: i for i, f in enumerate(files)}
@@ -146,8 +154,12 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     command: str | None = None,
+    split: dict[str, NDArray[np.int64]] | None = None,
 ) -> dict[str, Any]:
     """Train, select the best epoch on validation, freeze the threshold, test once.
+
+    ``split`` (``train``/``val``/``test`` row indices) overrides the grouped split made from
+    the config (cross-validation passes its folds here).
 
     Returns
     -------
@@ -171,7 +183,7 @@ def train(
 
     manifest = read_manifest(config.data)
     targets = encode_labels(manifest.labels, spec.labels)
-    split = _split(config, manifest, out)
+    split = _split(config, manifest, out, split)
     log.info("split: %s", {k: len(v) for k, v in split.items()})
     t0 = time.perf_counter()
     images = load_images(manifest, spec.channels, config.img_size)
@@ -211,8 +223,17 @@ def train(
         ckpt = torch.load(last, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
         start_epoch, best, best_epoch = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"]
+        if ckpt["sched"].get("total_steps") == steps:
+            sched.load_state_dict(ckpt["sched"])
+        elif start_epoch < config.epochs:  # --epochs changed: same schedule shape, new length
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=config.lr,
+                total_steps=steps,
+                pct_start=0.15,
+                last_epoch=start_epoch * len(loader) - 1,
+            )
         torch.set_rng_state(ckpt["torch_rng"])
         log.info("resumed from epoch %d (best %.4f at %d)", start_epoch, best, best_epoch)
 
@@ -237,7 +258,8 @@ def train(
                 progress.advance(task_id)
             val = _predictions(model, manifest, images, targets, split["val"], mean, std)
             score = selection_score(spec, val)
-            improved = not math.isnan(score) and score > best
+            # the first epoch always counts, so best.pt exists even if the score is undefined
+            improved = best_epoch < 0 or (not math.isnan(score) and score > best)
             if improved:
                 best, best_epoch = score, epoch
                 torch.save(model.state_dict(), out / "best.pt")
