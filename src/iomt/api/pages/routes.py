@@ -444,6 +444,7 @@ async def alerts_stream(request: Request, user: UserDep) -> Response:
     factory = web.session_factory(request)
     feed = context_of(request).alert_feed
     csrf = web.csrf_token(request)
+    expires = web.session_expiry(request)
 
     def newest_id() -> int:
         with factory() as db:
@@ -482,6 +483,8 @@ async def alerts_stream(request: Request, user: UserDep) -> Response:
         idle = 0.0
         try:
             while not await request.is_disconnected():
+                if expires is not None and datetime.now(UTC) >= expires:
+                    return  # the session ended: the browser reconnects and is sent to login
                 last_id, batch = await run_in_threadpool(fetch, last_id)
                 for event in batch:
                     yield event

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -99,6 +99,17 @@ def optional_user(request: Request) -> PageUser | None:
         if user is None or not user.active:
             return None
         return _page_user(user)
+
+
+def session_expiry(request: Request) -> datetime | None:
+    """When the session cookie's token expires (None without a valid one)."""
+    token = _token(request)
+    if token is None:
+        return None
+    try:
+        return context_of(request).tokens.verify(token).expires
+    except AuthError:
+        return None
 
 
 def page_user(request: Request) -> PageUser:
