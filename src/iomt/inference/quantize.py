@@ -11,8 +11,10 @@ Needs the ``onnx`` package (the ``vision`` extra); the service itself never impo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -101,7 +103,8 @@ def quantize_model(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    # ORT's histogram calibrators print() progress: keep stdout for the caller's output.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
         quantize_static(
