@@ -44,6 +44,40 @@ TARGETS: dict[str, list[tuple[str, str, float]]] = {
     "blood/wbc-types": [("image", "macro_f1", 0.95)],
 }
 
+#: What each task's training did about its dataset's caveats (from the dataset READMEs).
+TASK_NOTES: dict[str, str] = {
+    "chest/cxr-covid": (
+        "Shortcut: 797 of 898 non-COVID images are pediatric (Kermany), every COVID image is "
+        "adult, so a model can score by recognising children. Countermeasures: the sampler "
+        "gives adult and pediatric non-COVID images equal total weight (and COVID as much as "
+        "all non-COVID); the best epoch and the frozen threshold are chosen on ADULT "
+        "validation images only. The adults-only column is the honest figure; the all-images "
+        "column still profits from the children."
+    ),
+    "chest/ct-covid": (
+        "COVID slices were cut from papers (figure style, text, arrows): the split is "
+        "paper-disjoint for COVID, but style cues may remain; treat the AUC as optimistic for "
+        "scanner images."
+    ),
+    "chest/lus": (
+        "Frames of one video are strongly correlated and only 12 COVID patients are on the "
+        "development side: the held-out test holds few COVID patients, so per-class figures "
+        "are very uncertain."
+    ),
+    "blood/leukemia": (
+        "Labels belong to the patient (APL vs other AML), 7 cells per patient; cell "
+        "probabilities are averaged per patient and the threshold (sensitivity target 0.9) is "
+        "frozen on validation PATIENTS. Cell-level figures are shown for completeness; the "
+        "patient column is the one that counts."
+    ),
+    "blood/wbc-types": (
+        "Source confound: basophil/erythroblast/monocyte come from one dataset (PBC, "
+        "Barcelona) and myeloblast/seg_neutrophil from another (Munich AML): separation "
+        "between the two blocks can use stain and scanner cues. Only 48 images per class on "
+        "the development side. In the service, `myeloblast` is the alerting label."
+    ),
+}
+
 _KEYS = (
     "n",
     "accuracy",
@@ -172,6 +206,7 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
         "tested by `iomt.vision.models` but were not trained to convergence here (no GPU, no "
         "pretrained weights); this compact CNN was chosen for the CPU budget.",
     ]
-    if notes:
-        lines += ["", "## Notes", notes.strip()]
+    task_note = TASK_NOTES.get(card["task"], "")
+    if task_note or notes:
+        lines += ["", "## Notes", *(t.strip() for t in (task_note, notes) if t)]
     return "\n".join(lines) + "\n"

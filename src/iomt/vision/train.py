@@ -61,6 +61,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
+    ema_decay: float = 0.95
     patience: int = 10
     seed: int = 0
     test_frac: float = 0.2
@@ -210,6 +211,13 @@ def train(
     )
 
     model = build_model(config.arch, len(spec.labels), spec.channels)
+    # exponential moving average of weights and BN statistics: the evaluated model, far
+    # steadier on small validation sets than the raw weights
+    ema = torch.optim.swa_utils.AveragedModel(
+        model,
+        multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+        use_buffers=True,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, len(loader)) * config.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -222,6 +230,7 @@ def train(
     if resume and last.exists():
         ckpt = torch.load(last, weights_only=False)
         model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["opt"])
         start_epoch, best, best_epoch = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"]
         if ckpt["sched"].get("total_steps") == steps:
@@ -252,20 +261,22 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                ema.update_parameters(model)
                 sched.step()
                 total += loss.item() * len(y)
                 seen += len(y)
                 progress.advance(task_id)
-            val = _predictions(model, manifest, images, targets, split["val"], mean, std)
+            val = _predictions(ema.module, manifest, images, targets, split["val"], mean, std)
             score = selection_score(spec, val)
             # the first epoch always counts, so best.pt exists even if the score is undefined
             improved = best_epoch < 0 or (not math.isnan(score) and score > best)
             if improved:
                 best, best_epoch = score, epoch
-                torch.save(model.state_dict(), out / "best.pt")
+                torch.save(ema.module.state_dict(), out / "best.pt")
             torch.save(
                 {
                     "model": model.state_dict(),
+                    "ema": ema.state_dict(),
                     "opt": opt.state_dict(),
                     "sched": sched.state_dict(),
                     "epoch": epoch,

@@ -52,10 +52,10 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, img_size: int) -
         output_names=OUTPUT_NAMES,
         opset_version=OPSET,
         dynamo=False,
-        do_constant_folding=True,
-        # the model is in eval mode already; PRESERVE skips the exporter's Conv+BN folding so
-        # the ONNX initializers keep the state-dict names (see :func:`torch_from_onnx`).
-        # ONNX Runtime folds Conv+BN itself when it loads the graph.
+        do_constant_folding=False,
+        # the model is in eval mode already. Without constant folding and with PRESERVE (no
+        # Conv+BN fusion) the initializers keep the state-dict names (see torch_from_onnx);
+        # ONNX Runtime folds constants and Conv+BN itself when it loads the graph.
         training=torch.onnx.TrainingMode.PRESERVE,
     )
     log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
