@@ -1,0 +1,1 @@
+"""The JSON API and FHIR routers, one module per resource."""

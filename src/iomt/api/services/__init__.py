@@ -1,0 +1,1 @@
+"""Services the routes (and other layers of the app) call: image store and study analysis."""

@@ -1,0 +1,29 @@
+"""Fixtures of the API tests: a populated app on SQLite (see :mod:`api_helpers`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_helpers import World, build_world
+from argon2 import profiles
+
+from iomt.config import Settings
+from iomt.store.credentials import set_hash_parameters
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2() -> Iterator[None]:
+    set_hash_parameters(profiles.CHEAPEST)
+    yield
+    set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=256 * 1024)
+    w = build_world(settings)
+    with w.client:
+        yield w
+    w.context.engine.dispose()
