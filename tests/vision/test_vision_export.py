@@ -77,12 +77,8 @@ def test_onnx_matches_torch_and_card_validates(
 ) -> None:
     from iomt.inference.card import read_card
 
-    card = export_run(tiny_run, tmp_path / "m", "cxr-test-v1", int8=True)
-    loaded = read_card(tmp_path / "m" / "card.json")
-    assert loaded.id == "cxr-test-v1"
-    int8 = loaded.variants["int8"]
-    assert (tmp_path / "m" / int8.file).exists() and int8.metrics["metric"] == "auc"
-    assert int8.use == (int8.metrics["fp32"] - int8.metrics["int8"] <= 0.005)
+    card = export_run(tiny_run, tmp_path / "m", "cxr-test-v1")
+    assert read_card(tmp_path / "m" / "card.json").id == "cxr-test-v1"
     assert card["input_size"] == SIZE and card["channels"] == 1 and card["threshold"] is not None
 
     model = build_model(card["arch"], 2, 1)

@@ -113,13 +113,12 @@ def export_cmd(
     model_id: str = typer.Option(..., "--id", help="Model id for the registry."),
     version: str = typer.Option("1", help="Model version."),
     notes: Path | None = typer.Option(None, help="Markdown file appended to MODEL_CARD.md."),
-    int8: bool = typer.Option(True, help="Also write a static int8 variant (model.int8.onnx)."),
 ) -> None:
     """Export a run's best checkpoint to ONNX (probs + cam) with card.json and MODEL_CARD.md."""
     from iomt.vision.cards import render_model_card
     from iomt.vision.export import export_run
 
-    card = export_run(run, out, model_id, version, int8=int8)
+    card = export_run(run, out, model_id, version)
     text = notes.read_text(encoding="utf-8") if notes is not None else ""
     (out / "MODEL_CARD.md").write_text(render_model_card(card, text), encoding="utf-8")
     typer.echo(json.dumps({k: card[k] for k in ("id", "task", "sha256", "size_bytes", "latency")}))

@@ -158,13 +158,10 @@ def export_run(
     out_dir: str | Path,
     model_id: str,
     version: str = "1",
-    *,
-    int8: bool = False,
 ) -> dict[str, Any]:
     """Export ``run_dir/best.pt`` to ``out_dir/model.onnx`` + ``card.json``; return the card.
 
-    With ``int8``, also write ``model.int8.onnx`` (see :mod:`iomt.vision.quantize`) and list
-    it under ``variants`` with its held-out comparison against fp32.
+    The int8 variant is made and judged by the serving side (``iomt vision quantize``).
     """
     import torch
 
@@ -178,13 +175,5 @@ def export_run(
     onnx_path = export_onnx(model, out_dir / "model.onnx", run["channels"], run["input_size"])
     latency = onnx_latency(onnx_path, run["channels"], run["input_size"])
     card = build_card(run, model_id, version, onnx_path, latency)
-    if int8:
-        from iomt.vision.quantize import int8_variant
-
-        variant = int8_variant(run_dir, out_dir, onnx_path)
-        variant["latency"] = onnx_latency(
-            out_dir / variant["file"], run["channels"], run["input_size"]
-        )
-        card["variants"] = {"int8": variant}
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Export the five trained runs (scripts/train_vision_models.sh) to models/<id>/ with
+# model.onnx, card.json and MODEL_CARD.md; make the int8 variant with the serving side's
+# `iomt vision quantize` (calibrated on the run's train split, judged on its test split, used
+# only where it holds accuracy); write each run's HTML report under runs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IOMT=${IOMT:-.venv/bin/iomt}
+ARCH=${ARCH:-iomtnet_s}
+export_one() {  # run-folder model-id
+  local run=$1 id=$2
+  if [[ ! -f "$run/run.json" ]]; then echo "== $run not finished, skipped"; return; fi
+  echo "== $(date -u +%H:%M:%S) $run -> models/$id"
+  nice -n 10 "$IOMT" vision export --run "$run" --out "models/$id" --id "$id" --version 1
+  nice -n 10 "$IOMT" vision report --run "$run" --out "$run/report.html"
+  local data
+  data=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['data'])" "$run/run.json")
+  IOMT_MODELS_DIR=models nice -n 10 "$IOMT" vision quantize --model "models/$id" --data "$data" \
+    --split-file "$run/split.json" --threads 1 || echo "== int8 quantisation failed for $id"
+}
+export_one "runs/blood-wbc-types-${ARCH}-128" "wbc-types-${ARCH}-v1"
+export_one "runs/chest-lus-${ARCH}-128" "lus-${ARCH}-v1"
+export_one "runs/chest-ct-covid-${ARCH}-128" "ct-covid-${ARCH}-v1"
+export_one "runs/blood-leukemia-${ARCH}-128" "leukemia-${ARCH}-v1"
+export_one "runs/chest-cxr-covid-${ARCH}-128" "cxr-covid-${ARCH}-v1"
