@@ -16,11 +16,11 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -437,7 +437,11 @@ def alerts_page(request: Request, user: UserDep, db: DbDep) -> HTMLResponse:
 
 
 @router.get("/alerts/stream", response_model=None)
-async def alerts_stream(request: Request, user: UserDep) -> Response:
+async def alerts_stream(
+    request: Request,
+    user: UserDep,
+    max_seconds: Annotated[float | None, Query(ge=0, description="Close after this long")] = None,
+) -> Response:
     """Server-sent events: each new alert the user may see, rendered as a feed item."""
     if user.role == "patient":
         return Response(status_code=403)
@@ -445,6 +449,9 @@ async def alerts_stream(request: Request, user: UserDep) -> Response:
     feed = context_of(request).alert_feed
     csrf = web.csrf_token(request)
     expires = web.session_expiry(request)
+    if max_seconds is not None:
+        until = datetime.now(UTC) + timedelta(seconds=max_seconds)
+        expires = min(expires, until) if expires is not None else until
 
     def newest_id() -> int:
         with factory() as db:

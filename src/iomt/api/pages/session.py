@@ -8,6 +8,8 @@ Who may see which patient is decided here exactly as in the JSON API.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -24,6 +26,7 @@ from iomt.api import deps
 from iomt.api.context import context_of
 from iomt.errors import AuthError, ValidationError
 from iomt.store import crud
+from iomt.store.credentials import verify_device_secret
 from iomt.store.models import Alert, Patient, User
 
 log = logging.getLogger(__name__)
@@ -82,12 +85,23 @@ db_session = deps.db_session
 
 
 def _token(request: Request) -> str | None:
+    """The session cookie's token."""
     return request.cookies.get(COOKIE_NAME) or None
 
 
+def _bearer(request: Request) -> str | None:
+    """A token sent as ``Authorization: Bearer`` (scripts and API clients, not browsers)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
 def optional_user(request: Request) -> PageUser | None:
-    """The user of the session cookie, or None (no cookie, bad or expired token, inactive)."""
-    token = _token(request)
+    """The signed-in person: from the session cookie, else from a bearer token.
+
+    None when there is no token, it is bad or expired, it names a device, or the user is
+    unknown or deactivated (the API's rule: every request re-reads the user).
+    """
+    token = _token(request) or _bearer(request)
     if token is None:
         return None
     try:
@@ -99,6 +113,26 @@ def optional_user(request: Request) -> PageUser | None:
         if user is None or not user.active:
             return None
         return _page_user(user)
+
+
+def _is_device(request: Request) -> bool:
+    """Whether the request carries valid device credentials (Basic or a device token)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        try:
+            return context_of(request).tokens.verify(value.strip()).subject_kind == "device"
+        except AuthError:
+            return False
+    if scheme.lower() == "basic" and value:
+        try:
+            device_id, sep, secret = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        with session_factory(request)() as db:
+            return bool(sep) and verify_device_secret(db, device_id, secret) is not None
+    return False
 
 
 def session_expiry(request: Request) -> datetime | None:
@@ -113,14 +147,26 @@ def session_expiry(request: Request) -> datetime | None:
 
 
 def page_user(request: Request) -> PageUser:
-    """FastAPI dependency: the signed-in user, or a redirect to the login form."""
+    """FastAPI dependency: the signed-in person.
+
+    Otherwise a browser (``Accept: text/html``) is sent to the login form; other clients get
+    401 as from the JSON API, and devices 403 (they have no pages).
+    """
     user = optional_user(request)
-    if user is None:
+    if user is not None:
+        return user
+    if _is_device(request):
+        raise HTTPException(status_code=403, detail="devices have no dashboard pages")
+    if "text/html" in request.headers.get("accept", "") and not _bearer(request):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(
             status_code=303, headers={"Location": f"/login?next={quote(target, safe='')}"}
         )
-    return user
+    raise HTTPException(
+        status_code=401,
+        detail="not authenticated: log in at /login (or send a bearer token)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def login(db: Session, *, username: str, password: str) -> PageUser | None:
@@ -157,7 +203,13 @@ def csrf_token(request: Request) -> str:
 
 
 def csrf_ok(request: Request, submitted: str) -> bool:
-    """Whether a form's CSRF token belongs to this session (and the origin is ours)."""
+    """Whether a form's CSRF token belongs to this session (and the origin is ours).
+
+    A request authenticated only by an ``Authorization`` header carries no ambient
+    credential a foreign page could ride on, so it needs no CSRF token.
+    """
+    if _token(request) is None and _bearer(request) is not None:
+        return True
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         return False
