@@ -23,6 +23,8 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.add_typer(bench.app, name="bench")
 # Command groups registered by the other modules (one line each):
+app.command("serve")(__import__("iomt.cli.serve", fromlist=["serve"]).serve)
+app.add_typer(__import__("iomt.cli.serve", fromlist=["admin_app"]).admin_app, name="admin")
 app.add_typer(__import__("iomt.cli.triage", fromlist=["app"]).app, name="triage")
 app.add_typer(__import__("iomt.cli.detect", fromlist=["app"]).app, name="detect")
 app.add_typer(__import__("iomt.cli.vision").cli.vision.app, name="vision")
