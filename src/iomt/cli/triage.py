@@ -17,6 +17,9 @@ def evaluate(
     folds: int = typer.Option(10, help="Cross-validation folds."),
     n_boot: int = typer.Option(500, "--boot", help="Bootstrap resamples for F1/AUC CIs."),
     out: Path = typer.Option(Path("reports/triage"), help="Directory for JSON, markdown, plots."),
+    noise_free: bool = typer.Option(
+        False, "--noise-free", help="Use the true values (the paper's protocol), no sensors."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """10-fold CV of FLCD (t1, t2), NEWS2-partial and the paper's baselines on generated data."""
@@ -34,6 +37,7 @@ def evaluate(
             seed=seed,
             folds=folds,
             n_boot=n_boot,
+            noise_free=noise_free,
             progress=lambda name: progress.update(task, advance=1, description=name),
         )
     files = write_outputs(result, out)

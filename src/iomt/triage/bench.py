@@ -9,6 +9,7 @@ computed on a system whose rule graph is composed once (same rules, same MFs).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,7 +155,14 @@ def run_bench(
 
     rs = load_ruleset(ruleset)
     x = random_inputs(rs, n, seed)
-    result: dict[str, Any] = {"ruleset": rs.name, "rules": len(rs.rules), "n": n, "threads": 1}
+    result: dict[str, Any] = {
+        "ruleset": rs.name,
+        "rules": len(rs.rules),
+        "n": n,
+        "threads": 1,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
     with threadpool_limits(1):
         start = time.perf_counter()
         engines = {

@@ -65,9 +65,14 @@ class ClippedCentroid:
         self._mixed_mf = mf[:, mixed]  # (C, M)
         self._mixed_area = area_w[mixed]
         self._mixed_mom = mom_w[mixed]
+        # The sloped edges (shoulders have none): term, start, stop, rising.
         rs, rt = terms.rise_bounds
         fs, ft = terms.fall_bounds
-        self._edges = [(rs, rt, True), (fs, ft, False)]
+        has_rise, has_fall = ~np.isnan(rs), ~np.isnan(fs)
+        self._cut_term = np.concatenate([np.flatnonzero(has_rise), np.flatnonzero(has_fall)])
+        self._cut_start = np.concatenate([rs[has_rise], fs[has_fall]])
+        self._cut_stop = np.concatenate([rt[has_rise], ft[has_fall]])
+        self._cut_rising = np.concatenate([np.ones(has_rise.sum()), np.zeros(has_fall.sum())])
 
     def aggregate_at(self, strengths: np.ndarray, points: np.ndarray) -> np.ndarray:
         """``agg`` at per-window points: strengths (N, C), points (N, P) -> (N, P)."""
@@ -75,18 +80,12 @@ class ClippedCentroid:
         return np.minimum(mf, strengths[:, None, :]).max(axis=2)
 
     def _cut_points(self, strengths: np.ndarray) -> np.ndarray:
-        """Where each term's MF crosses its own cut (N, 2C); the first grid point if none."""
-        points = []
-        for start, stop, rising in self._edges:
-            valid = ~np.isnan(start)
-            s = np.where(valid, start, self.y[0])
-            t = np.where(valid, stop, self.y[0])
-            # Rising edge: 0 -> 1 from start to stop; falling edge: 1 -> 0 from start to stop.
-            frac = strengths if rising else 1.0 - strengths
-            p = s + frac * (t - s)
-            p = np.clip(p, self.y[0], self.y[-1])
-            points.append(np.where(valid, p, self.y[0]))
-        return np.concatenate(points, axis=1)
+        """Where each sloped edge crosses its term's cut (N, edges), clipped to the universe."""
+        f = strengths[:, self._cut_term]
+        # rising edge: MF = (x - start) / (stop - start); falling: 1 - that
+        frac = np.where(self._cut_rising > 0, f, 1.0 - f)
+        p = self._cut_start + frac * (self._cut_stop - self._cut_start)
+        return np.clip(p, self.y[0], self.y[-1])
 
     def __call__(self, strengths: np.ndarray) -> np.ndarray:
         """Centroid of the aggregated set for firing strengths per consequent (N, C)."""
@@ -130,6 +129,32 @@ def aggregate_grid(strengths: np.ndarray, mf: np.ndarray) -> np.ndarray:
     return np.minimum(strengths[:, :, None], mf[None, :, :]).max(axis=1)
 
 
+class GridAggregator:
+    """:func:`aggregate_grid` for fixed MFs, evaluating only the columns where terms overlap.
+
+    A column where one term has membership 1 and the others 0 is that term's strength; a
+    column where all are 0 stays 0; only the remaining ("mixed") columns need the min/max.
+    """
+
+    def __init__(self, mf: np.ndarray) -> None:
+        self.mf = np.asarray(mf, dtype=float)
+        ones = self.mf == 1.0
+        plain = ((ones | (self.mf == 0.0)).all(axis=0)) & (ones.sum(axis=0) == 1)
+        empty = (self.mf == 0.0).all(axis=0)
+        # gather index per column: the owner term, or an extra all-zero column
+        c = self.mf.shape[0]
+        self._owner = np.where(plain, np.argmax(ones, axis=0), c)
+        self._mixed = np.flatnonzero(~plain & ~empty)
+        self._mixed_mf = self.mf[:, self._mixed]
+
+    def __call__(self, strengths: np.ndarray) -> np.ndarray:
+        """Aggregated membership on the grid, (N, C) -> (N, U)."""
+        f = np.concatenate([strengths, np.zeros((strengths.shape[0], 1))], axis=1)
+        out = f[:, self._owner]
+        out[:, self._mixed] = np.minimum(strengths[:, :, None], self._mixed_mf[None]).max(axis=1)
+        return out
+
+
 def km_centroid(
     y: np.ndarray, lower: np.ndarray, upper: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -150,18 +175,25 @@ def km_centroid(
     the iterative KM algorithm converges to. Rows whose upper set is empty give NaN.
     """
     n = lower.shape[0]
-    zero = np.zeros((n, 1))
-    cu = np.concatenate([zero, np.cumsum(upper, axis=1)], axis=1)
-    cl = np.concatenate([zero, np.cumsum(lower, axis=1)], axis=1)
-    cuy = np.concatenate([zero, np.cumsum(upper * y, axis=1)], axis=1)
-    cly = np.concatenate([zero, np.cumsum(lower * y, axis=1)], axis=1)
-    den_l = cu + (cl[:, -1:] - cl)
-    num_l = cuy + (cly[:, -1:] - cly)
-    den_r = cl + (cu[:, -1:] - cu)
-    num_r = cly + (cuy[:, -1:] - cuy)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        yl = np.where(den_l > 0, num_l / den_l, np.inf).min(axis=1)
-        yr = np.where(den_r > 0, num_r / den_r, -np.inf).max(axis=1)
+    # Moving the switch point past column i adds (upper_i - lower_i) to the left sum.
+    diff = upper - lower
+    cd = np.concatenate([np.zeros((n, 1)), np.cumsum(diff, axis=1)], axis=1)
+    cdy = np.concatenate([np.zeros((n, 1)), np.cumsum(diff * y, axis=1)], axis=1)
+    sum_l = lower.sum(axis=1, keepdims=True)
+    sum_u = upper.sum(axis=1, keepdims=True)
+    sum_ly = lower @ y
+    sum_uy = upper @ y
+    den_l = sum_l + cd  # upper left of k, lower from k on
+    num_l = sum_ly[:, None] + cdy
+    den_r = sum_u - cd  # lower left of k, upper from k on
+    num_r = sum_uy[:, None] - cdy
+    if (sum_l > 0).all():  # every denominator is positive
+        yl = (num_l / den_l).min(axis=1)
+        yr = (num_r / den_r).max(axis=1)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            yl = np.where(den_l > 1e-300, num_l / den_l, np.inf).min(axis=1)
+            yr = np.where(den_r > 1e-300, num_r / den_r, -np.inf).max(axis=1)
     empty = ~(upper > 0).any(axis=1)
     yl = np.where(empty | ~np.isfinite(yl), np.nan, yl)
     yr = np.where(empty | ~np.isfinite(yr), np.nan, yr)

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from iomt.errors import ValidationError
-from iomt.triage.defuzz import ClippedCentroid, aggregate_grid, km_centroid
+from iomt.triage.defuzz import ClippedCentroid, GridAggregator, km_centroid
 from iomt.triage.membership import LinearTerms, input_terms, verdict_terms
 from iomt.triage.ruleset import Ruleset, category_of, load_ruleset
 
@@ -163,8 +163,8 @@ class FuzzyEngine:
             self.input_mfs = [(input_terms(s, -s.fou), input_terms(s, s.fou)) for s in rs.inputs]
             out_lo: LinearTerms = verdict_terms(rs.verdict, -rs.verdict.fou)
             out_up: LinearTerms = verdict_terms(rs.verdict, rs.verdict.fou)
-            self._out_lower = out_lo(self.universe).T
-            self._out_upper = out_up(self.universe).T
+            self._agg_lower = GridAggregator(out_lo(self.universe).T)
+            self._agg_upper = GridAggregator(out_up(self.universe).T)
 
     @property
     def method(self) -> str:
@@ -274,8 +274,8 @@ class FuzzyEngine:
         if self.kind == "t1":
             return Inference(value=self._centroid(s_up), memberships=up, consequent_strength=s_up)
         s_lo = self._strongest(lo)
-        agg_up = aggregate_grid(s_up, self._out_upper)
-        agg_lo = aggregate_grid(s_lo, self._out_lower)
+        agg_up = self._agg_upper(s_up)
+        agg_lo = self._agg_lower(s_lo)
         yl, yr = km_centroid(self.universe, agg_lo, agg_up)
         mid = [(a + b) / 2 for a, b in zip(lo, up, strict=True)]
         return Inference(

@@ -236,9 +236,10 @@ def run_evaluation(
     n_boot: int = 500,
     models: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    noise_free: bool = False,
 ) -> dict[str, Any]:
     """Generate the data set, cross-validate every model and assemble the result object."""
-    data = generate(n, seed=seed)
+    data = generate(n, seed=seed, noise_free=noise_free)
     reports = cross_validate(
         data, folds=folds, seed=seed, n_boot=n_boot, models=models, progress=progress
     )
@@ -247,6 +248,7 @@ def run_evaluation(
             "generator": "iomt.triage.synthetic.generate",
             "n": n,
             "seed": seed,
+            "noise_free": noise_free,
             "class_counts": np.bincount(data.y, minlength=4).tolist(),
             "missing_rate": data.missing.mean(axis=0).round(4).tolist(),
             "columns": data.columns,

@@ -144,11 +144,13 @@ def generate(
     sensors: dict[VitalKind, SensorModel] | None = None,
     proximity: ProximityModel | None = None,
     windows_per_patient: int = 1,
+    noise_free: bool = False,
 ) -> SyntheticData:
     """Generate ``n`` windows (see the module docstring); reproducible from ``seed``.
 
     ``windows_per_patient`` consecutive windows share a patient id and latent state, for
-    group-aware splits.
+    group-aware splits. ``noise_free=True`` returns the true values themselves as the
+    aggregates (the paper's protocol: no sensors, nothing missing), for comparison.
     """
     rs = load_ruleset(ruleset) if isinstance(ruleset, str) else ruleset
     rng = np.random.default_rng(seed)
@@ -178,10 +180,17 @@ def generate(
             raw[kind] = _readings(rng, truth[:, col], sensors[kind], kind, minutes)
     x, missing = aggregate_arrays(raw)
     order = [list(INPUT_KINDS).index(name) for name in rs.input_names]
+    x, missing = x[:, order], missing[:, order]
+    if noise_free:
+        x = truth.copy()
+        for i, spec in enumerate(rs.inputs):
+            if len(spec.terms) == 2:
+                x[:, i] = cats[:, i].astype(float)
+        missing = np.zeros_like(missing)
     return SyntheticData(
-        X=x[:, order],
+        X=x,
         y=y.astype(np.intp),
-        missing=missing[:, order],
+        missing=missing,
         categories=cats,
         true_values=truth,
         patient_id=patient,
