@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import uvicorn
 from dashboard_seed import PASSWORD, Seeded, seed
+from playwright import sync_api
+from pydantic import SecretStr
 
 from iomt.api.app import create_app
 from iomt.config import Settings
@@ -33,7 +35,7 @@ from iomt.store.db import init_db, session_factory
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -46,7 +48,6 @@ CHROMIUM_ARGS = [
 ]
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "screenshots"
 
-sync_api = pytest.importorskip("playwright.sync_api")
 if not CHROMIUM.exists():  # pragma: no cover - the CI script installs it
     pytest.fail("Debian's chromium is missing: apt-get install -y chromium", pytrace=False)
 
@@ -69,7 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'iomt.db'}",
         mqtt_port=0,
-        secret_key="dashboard-test-key-" + "x" * 32,
+        secret_key=SecretStr("dashboard-test-key-" + "x" * 32),
     )
     engine = init_db(settings.resolved_database_url)
     sessions = session_factory(engine)
@@ -157,7 +158,9 @@ def _post_readings(served: Served, device_id: str, readings: list[dict[str, Any]
 # --------------------------------------------------------------------------------- tests
 
 
-def test_each_role_logs_in_to_its_own_start_page(open_as: Callable[..., Any], served: Served):
+def test_each_role_logs_in_to_its_own_start_page(
+    open_as: Callable[..., Any], served: Served
+) -> None:
     page = open_as("admin")
     assert page.url.endswith("/admin")
     assert page.locator("h1").inner_text() == "Administration"
