@@ -101,7 +101,8 @@ def torch_from_onnx(card: Any, path: Path, score_thresh: float = 0.05) -> nn.Mod
 
     ``card`` is the model's :class:`~iomt.inference.card.ModelCard` (arch, labels, channels,
     input size, mean, std). Raises ValueError if a parameter or buffer other than BatchNorm's
-    ``num_batches_tracked`` counter is not in the file.
+    ``num_batches_tracked`` counter is not in the file (the exporter merges initializers with
+    identical values, as in an untrained model; never seen in a trained one).
     """
     import onnx
     from onnx import numpy_helper
