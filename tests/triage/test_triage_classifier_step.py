@@ -134,4 +134,8 @@ def test_tiny_cross_validation_runs_and_reports_cis() -> None:
     r = reports["flcd_t1"]
     assert 0.5 < r["accuracy"] <= 1 and len(r["ci"]["accuracy"]["wilson"]) == 2
     assert np.asarray(r["confusion"]).sum() == 400
+    for key in ("macro_precision", "macro_recall", "macro_specificity", "macro_f1", "macro_auc"):
+        lo, hi = r["ci"][key]["bootstrap"]
+        assert lo <= r[key] <= hi
+    assert r["micro_f1"] == r["accuracy"]
     assert "flcd_t2" in markdown_table(reports)

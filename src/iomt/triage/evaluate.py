@@ -102,6 +102,41 @@ def _sklearn(name: str, seed: int) -> Fitter:
     return run
 
 
+def _macro(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Macro precision, recall or specificity from a confusion matrix (for the bootstrap)."""
+
+    def stat(t: np.ndarray, p: np.ndarray) -> float:
+        k = len(VERDICT_TERMS)
+        cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(float)
+        tp = np.diag(cm)
+        fp = cm.sum(axis=0) - tp
+        fn = cm.sum(axis=1) - tp
+        tn = cm.sum() - tp - fp - fn
+        num, den = {"precision": (tp, tp + fp), "recall": (tp, tp + fn)}.get(kind, (tn, tn + fp))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(np.mean(np.where(den > 0, num / den, 0.0)))
+
+    return stat
+
+
+def add_average_cis(
+    report: dict[str, Any], y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int
+) -> None:
+    """Bootstrap CIs of the macro precision/recall/specificity and the micro averages.
+
+    With one label per window, micro precision = micro recall = micro F1 = accuracy, so the
+    micro averages carry the accuracy's Wilson interval.
+    """
+    from iomt.evaluation.metrics import bootstrap_interval
+
+    for kind in ("precision", "recall", "specificity"):
+        ci = bootstrap_interval(_macro(kind), y, pred, n_boot=n_boot, seed=seed)
+        report["ci"][f"macro_{kind}"] = {"bootstrap": list(ci)}
+    for kind in ("precision", "recall", "f1"):
+        report[f"micro_{kind}"] = report["accuracy"]
+        report["ci"][f"micro_{kind}"] = report["ci"]["accuracy"]
+
+
 def model_zoo(columns: list[str], seed: int) -> dict[str, Fitter]:
     """Every model the evaluation compares, by report name."""
     zoo: dict[str, Fitter] = {
@@ -145,6 +180,7 @@ def cross_validate(
         report = multiclass_report(
             data.y, pred, list(VERDICT_TERMS), y_proba=proba, n_boot=n_boot, seed=seed
         )
+        add_average_cis(report, data.y, pred, n_boot, seed)
         report["fold_accuracy"] = {"mean": float(np.mean(fold_acc)), "sd": float(np.std(fold_acc))}
         out[name] = report
         if progress:
@@ -153,29 +189,27 @@ def cross_validate(
 
 
 def markdown_table(reports: dict[str, Any]) -> str:
-    """One row per model: accuracy [95% CI], macro precision/recall/specificity/F1, AUC."""
+    """One row per model: every averaged metric in percent with its 95% CI."""
 
-    def pct(v: float) -> str:
-        return f"{100 * v:.2f}"
+    def cell(r: dict[str, Any], key: str, method: str = "bootstrap") -> str:
+        value = r.get(key, float("nan"))
+        ci = r["ci"].get(key, {}).get(method, [float("nan")] * 2)
+        return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
     lines = [
-        "| model | accuracy % [95% CI] | error % | macro precision | macro recall | "
-        "macro specificity | macro F1 [95% CI] | macro AUC [95% CI] | paper accuracy |",
+        "| model | accuracy (= micro P/R/F1) | error | macro precision | macro recall | "
+        "macro specificity | macro F1 | macro AUC | paper accuracy |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     paper_key = {"flcd_t1": "flcd", "flcd_t2": "flcd", "flcd_t1_published": "flcd"}
     for name, r in reports.items():
-        ci = r["ci"]
-        acc_ci = ci["accuracy"]["wilson"]
-        f1_ci = ci["macro_f1"]["bootstrap"]
-        auc = r.get("macro_auc", float("nan"))
-        auc_ci = ci.get("macro_auc", {}).get("bootstrap", [float("nan")] * 2)
+        lo, hi = r["ci"]["accuracy"]["wilson"]
         paper = PAPER.get(paper_key.get(name, name), {}).get("accuracy")
         lines.append(
-            f"| {name} | {pct(r['accuracy'])} [{pct(acc_ci[0])}, {pct(acc_ci[1])}] "
-            f"| {pct(r['error_rate'])} | {pct(r['macro_precision'])} | {pct(r['macro_recall'])} "
-            f"| {pct(r['macro_specificity'])} | {pct(r['macro_f1'])} "
-            f"[{pct(f1_ci[0])}, {pct(f1_ci[1])}] | {pct(auc)} [{pct(auc_ci[0])}, {pct(auc_ci[1])}] "
+            f"| {name} | {cell(r, 'accuracy', 'wilson')} "
+            f"| {100 * r['error_rate']:.1f} [{100 * (1 - hi):.1f}, {100 * (1 - lo):.1f}] "
+            f"| {cell(r, 'macro_precision')} | {cell(r, 'macro_recall')} "
+            f"| {cell(r, 'macro_specificity')} | {cell(r, 'macro_f1')} | {cell(r, 'macro_auc')} "
             f"| {'' if paper is None else f'{paper:.2f}'} |"
         )
     return "\n".join(lines)
