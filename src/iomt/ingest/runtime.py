@@ -45,6 +45,10 @@ class IngestRuntime:
         (:class:`iomt.ingest.builtin_triage.ThresholdTriage`). ``False`` disables triage.
     alerts
         Receives verdict alerts (an :class:`iomt.alerts.dispatch.AlertDispatcher`); optional.
+    triage_tick_s
+        How often the timer closes the windows of silent devices.
+    gateway_client_id
+        MQTT client id of the gateway (external broker): its persistent session lives there.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class IngestRuntime:
         triage_step: TriageStep | bool | None = None,
         alerts: Any = None,
         triage_tick_s: float = 5.0,
+        gateway_client_id: str = "iomt-gateway",
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -65,6 +70,7 @@ class IngestRuntime:
         self._triage_step = triage_step
         self._alerts = alerts
         self._triage_tick_s = triage_tick_s
+        self._gateway_client_id = gateway_client_id
 
     @property
     def mqtt_port(self) -> int | None:
@@ -94,7 +100,9 @@ class IngestRuntime:
         if self.settings.mqtt_url:
             from iomt.ingest.mqtt_gateway import MqttGateway
 
-            self.gateway = MqttGateway(self.settings.mqtt_url, self.service)
+            self.gateway = MqttGateway(
+                self.settings.mqtt_url, self.service, client_id=self._gateway_client_id
+            )
             await self.gateway.start()
         else:
             self.broker = MqttBroker(
