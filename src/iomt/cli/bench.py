@@ -12,4 +12,3 @@ app.command("detect")(__import__("iomt.cli.bench_detect", fromlist=["detect"]).d
 app.command("triage")(__import__("iomt.cli.triage", fromlist=["bench"]).bench)
 app.command("vision")(__import__("iomt.cli.bench_vision").cli.bench_vision.vision)
 app.command("ingest")(__import__("iomt.cli.bench_ingest").cli.bench_ingest.ingest)
-app.command("ingest")(__import__("iomt.cli.bench_ingest").cli.bench_ingest.ingest)
