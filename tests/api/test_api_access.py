@@ -125,7 +125,7 @@ def test_live_feed_streams_only_visible_alerts(world: World) -> None:
     publisher.start()
     events = []
     with world.client.stream(
-        "GET", "/api/alerts/stream?max_seconds=3", headers=world.headers["clin_assigned"]
+        "GET", "/api/alerts/stream?max_seconds=1.5", headers=world.headers["clin_assigned"]
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

@@ -31,6 +31,8 @@ def _reading(seq: int, kind: str = "heart_rate", value: float = 72, **extra: Any
 
 
 def test_batch_is_stored_after_commit_and_resend_is_reported_duplicate(world: World) -> None:
+    committed: list[dict[int, datetime]] = []
+    world.context.on_readings.append(lambda newest: committed.append(dict(newest)))
     headers = world.headers["device_own"]
     body = _batch(
         _reading(1),
@@ -40,6 +42,7 @@ def test_batch_is_stored_after_commit_and_resend_is_reported_duplicate(world: Wo
     first = world.client.post("/api/devices/dev-a/readings", json=body, headers=headers)
     assert first.status_code == 200, first.text
     assert first.json() == {"received": 3, "stored": 3, "duplicates": 0}
+    assert list(committed[0]) == [world.p1]  # the triage hook saw the commit
     again = world.client.post("/api/devices/dev-a/readings", json=body, headers=headers)
     assert again.json() == {"received": 3, "stored": 0, "duplicates": 3}
     with world.context.sessions() as s:
@@ -202,6 +205,20 @@ def test_dicom_upload_keeps_header_metadata_and_renders_png(world: World) -> Non
     assert rendered.shape == (30, 40) and rendered.min() == 0 and rendered.max() == 255
     conflict = _upload(world, _dicom_bytes("CT"), "scan.dcm", modality="US")
     assert conflict.status_code == 422 and "contradicts the DICOM header" in conflict.text
+
+
+def test_jpeg_upload_is_decoded_and_rendered(world: World) -> None:
+    buffer = io.BytesIO()
+    rgb = np.random.default_rng(3).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    response = _upload(world, buffer.getvalue(), "smear.jpg", modality="smear")
+    assert response.status_code == 201, response.text
+    study = response.json()
+    assert (study["modality"], study["media_type"]) == ("SM", "image/jpeg")
+    image = world.client.get(
+        f"/api/patients/{world.p1}/studies/{study['id']}/image", headers=world.headers["admin"]
+    )
+    assert Image.open(io.BytesIO(image.content)).size == (30, 20)
 
 
 def test_bad_and_oversized_uploads_are_refused_precisely(world: World) -> None:
