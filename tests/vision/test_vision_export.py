@@ -108,3 +108,28 @@ def test_html_report(tiny_run: Path) -> None:
     assert finding_category("COVID-19, ARDS", "covid") == "COVID"
     assert finding_category("Normal", "non-covid") == "normal"
     assert finding_category("Bacterial pneumonia", "non-covid") == "other disease"
+
+
+def test_crossval_folds_are_group_disjoint(tiny_cxr: Path, tmp_path: Path) -> None:
+    from iomt.vision.crossval import crossval
+
+    config = TrainConfig(
+        task="chest/cxr-covid",
+        data=str(tiny_cxr),
+        out=str(tmp_path),
+        img_size=SIZE,
+        epochs=1,
+        batch_size=4,
+        n_boot=20,
+        threads=1,
+        val_frac=0.3,
+    )
+    result = crossval(config, folds=3, show_progress=False)
+    assert len(result["folds"]) == 3
+    assert result["pooled"]["n"] == 12  # every image tested exactly once
+    tested: list[str] = []
+    for i in range(3):
+        split = json.loads((tmp_path / f"fold-{i:02d}" / "split.json").read_text())
+        assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+        tested += split["test"]
+    assert len(tested) == len(set(tested)) == 12

@@ -185,7 +185,8 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
         "## Command",
         "```",
         str(card.get("train_command")),
-        f"iomt vision export --run <run folder> --out models/{card['id']} --id {card['id']}",
+        f"iomt vision export --run {card.get('train_run', '<run folder>')} "
+        f"--out models/{card['id']} --id {card['id']}",
         "```",
         "",
         "## Held-out test metrics (95 % CIs: Wilson for proportions, group bootstrap for F1/AUC)",

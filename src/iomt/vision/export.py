@@ -74,7 +74,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def onnx_latency(
-    path: str | Path, channels: int, size: int, runs: int = 30, threads: int = 2
+    path: str | Path, channels: int, size: int, runs: int = 50, threads: int = 1
 ) -> dict[str, Any]:
     """Single-image latency of an ONNX model with ONNX Runtime (CPU): p50/p90 in ms."""
     import onnxruntime as ort
@@ -175,5 +175,6 @@ def export_run(
     onnx_path = export_onnx(model, out_dir / "model.onnx", run["channels"], run["input_size"])
     latency = onnx_latency(onnx_path, run["channels"], run["input_size"])
     card = build_card(run, model_id, version, onnx_path, latency)
+    card["train_run"] = run_dir.as_posix()
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card
