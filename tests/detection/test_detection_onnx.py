@@ -46,7 +46,12 @@ def _assert_agree(model: torch.nn.Module, detector: OnnxDetector, images: list[n
     return matched
 
 
-def test_fresh_export_round_trip(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """An untrained 1-channel FCOS at 64 px exported into a model folder with a card."""
+    import hashlib
+    import json
+
     torch.manual_seed(0)
     model = build_detector(
         "fcos_mobilenet_v3", 2, in_channels=1, img_size=64, score_thresh=0.0
@@ -56,19 +61,76 @@ def test_fresh_export_round_trip(tmp_path: Path) -> None:
         for value in model.state_dict().values():
             if value.is_floating_point():
                 value.add_(torch.rand_like(value) * 0.01)
-    path = export_onnx(model, tmp_path / "model.onnx", 1, 64)
-    card = ModelCard.model_validate({
-        "id": "t", "task": "chest/cxr-boxes", "version": "0", "kind": "detector",
+    folder = tmp_path_factory.mktemp("models") / "lungs"
+    path = export_onnx(model, folder / "model.onnx", 1, 64)
+    card = {
+        "id": "lungs", "task": "chest/cxr-boxes", "version": "0", "kind": "detector",
         "arch": "fcos_mobilenet_v3", "labels": ["right_lung", "left_lung"], "modality": "CR",
         "input_size": 64, "channels": 1, "mean": [0.5], "std": [0.25], "threshold": 0.0,
-        "sha256": "0" * 64,
-    })  # fmt: skip
-    rebuilt = torch_from_onnx(card, path, score_thresh=0.0)
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }  # fmt: skip
+    (folder / "card.json").write_text(json.dumps(card))
+    return model, folder
+
+
+def test_fresh_export_round_trip(tiny_export: tuple[torch.nn.Module, Path]) -> None:
+    model, folder = tiny_export
+    card = ModelCard.model_validate_json((folder / "card.json").read_text())
+    rebuilt = torch_from_onnx(card, folder / "model.onnx", score_thresh=0.0)
     for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (1, 64, 64), dtype=np.uint8) for _ in range(2)]
-    assert _assert_agree(model, OnnxDetector(card, path, threads=1), images) > 0
+    assert _assert_agree(model, OnnxDetector(card, folder / "model.onnx", threads=1), images) > 0
+
+
+def test_cli_evaluate_prints_the_required_json(
+    tiny_export: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    import csv
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from iomt.cli.app import app
+
+    _, folder = tiny_export
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(3):
+        Image.fromarray(np.full((64, 64), 60 * i, dtype=np.uint8)).save(
+            tmp_path / f"images/{i}.png"
+        )
+        boxes = [
+            {"label": "right_lung", "bbox": [5, 5, 30, 60]},
+            {"label": "left_lung", "bbox": [34, 5, 60, 60]},
+        ]
+        rows.append(
+            {
+                "file": f"images/{i}.png",
+                "label": "x",
+                "group_id": str(i),
+                "boxes": json.dumps(boxes),
+            }
+        )
+    with (tmp_path / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        ["detect", "evaluate", "--model", str(folder), "--data", str(tmp_path), "--json",
+         "--n-boot", "5", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 3 and report["subset"] == "all"
+    assert set(report["per_class"]) == {"right_lung", "left_lung"}
+    assert 0.0 <= report["map50"] <= 1.0 and 0.0 <= report["map"] <= report["map50"]
+    assert {"recall_at_fp_per_image", "image_any_finding", "objects_at_threshold"} <= set(report)
+    assert (out / "pr_curves.png").is_file() and (out / "examples.png").is_file()
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no detector shipped under models/")

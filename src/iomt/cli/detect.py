@@ -188,6 +188,9 @@ def export(
     models: Path = typer.Option(Path("models"), help="Models directory."),
     version: str = typer.Option("1"),
     n_boot: int = typer.Option(200, min=0),
+    notes: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Markdown appended to MODEL_CARD.md."
+    ),
 ) -> None:
     """Export to ONNX, check ORT vs torch boxes, evaluate the ONNX file on the held-out split,
     measure latency, and write card.json + MODEL_CARD.md."""
@@ -228,5 +231,7 @@ def export(
     card["latency"] = latency
     card = jsonable(card)
     write_card(directory, card)
-    (directory / "MODEL_CARD.md").write_text(model_card_markdown(card, report), encoding="utf-8")
+    extra = notes.read_text(encoding="utf-8") if notes is not None else ""
+    markdown = model_card_markdown(card, report) + (f"\n{extra.strip()}\n" if extra else "")
+    (directory / "MODEL_CARD.md").write_text(markdown, encoding="utf-8")
     typer.echo(f"shipped {directory}: mAP50 {report['map50']:.3f}, mAP {report['map']:.3f}")
