@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_sender: str = "iomt@localhost"
+    alert_webhook_urls: list[str] = Field(
+        default_factory=list, description='Alert webhooks, JSON list: ["https://..."].'
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key signing webhook bodies (X-Iomt-Signature)."
+    )
     max_upload_bytes: int = 32 * 1024 * 1024
     log_level: str = "INFO"
 

@@ -191,3 +191,26 @@ async def test_failed_deliveries_are_retried_with_backoff_and_recorded(
     assert bad.status == "failed" and bad.attempts == 3
     assert bad.last_error and "ConnectError" in bad.last_error
     assert len(handler.received) == 3
+
+
+def test_dispatcher_channels_come_from_settings(sessions: sessionmaker[Session]) -> None:
+    from pydantic import SecretStr
+
+    from iomt.alerts.dispatch import dispatcher_from_settings
+    from iomt.config import Settings
+    from iomt.errors import ConfigError
+
+    plain = dispatcher_from_settings(Settings(), sessions)
+    assert plain.channels == {}
+    full = dispatcher_from_settings(
+        Settings(
+            smtp_host="127.0.0.1",
+            alert_webhook_urls=["http://127.0.0.1:1/h"],
+            alert_webhook_secret=SecretStr("k"),
+        ),
+        sessions,
+    )
+    assert set(full.channels) == {"webhook", "email"}
+    assert full.webhook_urls == ["http://127.0.0.1:1/h"]
+    with pytest.raises(ConfigError):
+        dispatcher_from_settings(Settings(alert_webhook_urls=["http://x/h"]), sessions)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from iomt.alerts.channels import Channel, DeliveryError
 from iomt.alerts.feed import AlertFeed
 from iomt.alerts.rules import AlertDraft
+from iomt.config import Settings
 from iomt.store.alerting import add_notification, create_alert, due_notifications, record_attempt
 from iomt.store.identity import clinicians_for_patient
 from iomt.store.models import Alert
@@ -204,3 +205,32 @@ class AlertDispatcher:
                 )
             await asyncio.to_thread(self._record, notification_id, error)
         return sent
+
+
+def dispatcher_from_settings(
+    settings: Settings, sessions: sessionmaker[Session], *, feed: AlertFeed | None = None
+) -> AlertDispatcher:
+    """An :class:`AlertDispatcher` with the channels the settings configure.
+
+    E-mail when ``smtp_host`` is set (to the patient's clinicians); the webhook when
+    ``alert_webhook_urls`` is set (signed with ``alert_webhook_secret``, which is then
+    required).
+    """
+    from iomt.alerts.channels import EmailChannel, WebhookChannel
+    from iomt.errors import ConfigError
+
+    webhook = None
+    if settings.alert_webhook_urls:
+        if settings.alert_webhook_secret is None:
+            raise ConfigError("IOMT_ALERT_WEBHOOK_URLS needs IOMT_ALERT_WEBHOOK_SECRET")
+        webhook = WebhookChannel(settings.alert_webhook_secret.get_secret_value())
+    email = None
+    if settings.smtp_host:
+        email = EmailChannel(settings.smtp_host, settings.smtp_port, sender=settings.smtp_sender)
+    return AlertDispatcher(
+        sessions,
+        feed=feed,
+        webhook=webhook,
+        webhook_urls=settings.alert_webhook_urls,
+        email=email,
+    )
