@@ -75,6 +75,7 @@ def crossval_cmd(
     arch: str = typer.Option("iomtnet_s", help="Architecture."),
     img_size: int = typer.Option(128, help="Square input size in pixels."),
     epochs: int = typer.Option(30, help="Maximum epochs per fold."),
+    patience: int = typer.Option(10, help="Early-stopping patience in epochs."),
     seed: int = typer.Option(0, help="Seed."),
     threads: int = typer.Option(
         1, help="torch CPU threads (1 is far faster on a shared, oversubscribed CPU)."
@@ -94,6 +95,7 @@ def crossval_cmd(
         arch=arch,
         img_size=img_size,
         epochs=epochs,
+        patience=patience,
         seed=seed,
         threads=threads,
     )
