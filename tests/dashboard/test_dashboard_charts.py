@@ -17,7 +17,7 @@ from iomt.api.pages.charts import (
     render_vital_chart,
     time_ticks,
 )
-from iomt.api.pages.views import WardRow, explain, operating_point, urgency_key
+from iomt.api.pages.views import WardRow, downsample, explain, operating_point, urgency_key
 from iomt.domain.triage import TriageLevel
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -215,3 +215,15 @@ def test_explain_reads_the_flcd_steps_explanation() -> None:
     assert "NEWS2 points" in labels and "memberships" not in labels
     news = dict(other)["NEWS2 points"]
     assert "resp_rate" in news and "not measured" in news
+
+
+def test_downsample_keeps_extremes_within_the_limit() -> None:
+    points = [ChartPoint(T0 + timedelta(seconds=5 * i), 97.0) for i in range(17_280)]
+    points[9_000] = ChartPoint(points[9_000].time, 81.0)  # a short desaturation
+    points[12_000] = ChartPoint(points[12_000].time, 100.0)
+    reduced = downsample(points, start=T0, end=T0 + timedelta(days=1), limit=600)
+    assert len(reduced) <= 600
+    values = [p.value for p in reduced]
+    assert min(values) == 81.0 and max(values) == 100.0
+    assert [p.time for p in reduced] == sorted(p.time for p in reduced)
+    assert downsample(points[:10], start=T0, end=T0 + timedelta(days=1)) == points[:10]

@@ -35,6 +35,7 @@ __all__ = [
     "ChartPoint",
     "ChartWindow",
     "LevelStyle",
+    "format_value",
     "nice_ticks",
     "render_vital_chart",
     "time_ticks",
@@ -86,6 +87,8 @@ _LEFT = 48
 _RIGHT = 12
 _TOP = 22
 _BOTTOM = 28
+#: Most readings drawn as dots; a denser series is drawn as a line only.
+MAX_DOTS = 150
 #: A gap longer than this between two readings breaks the line (a dropout is not a trend).
 _MAX_GAP = timedelta(minutes=10)
 
@@ -154,6 +157,11 @@ def _patterns(prefix: str) -> str:
     return "<defs>" + "".join(parts) + "</defs>"
 
 
+def format_value(value: float) -> str:
+    """A tick or reading value with at most one decimal and no trailing zero."""
+    return _fmt(round(value, 1))
+
+
 def _fmt(value: float) -> str:
     """Format a tick or reading value without trailing zeros."""
     return f"{value:.1f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
@@ -170,6 +178,7 @@ def render_vital_chart(
     end: datetime,
     reference: tuple[float, float] | None = None,
     y_range: tuple[float, float] | None = None,
+    total: int | None = None,
 ) -> Markup:
     """Render one vital's time series as an accessible inline SVG.
 
@@ -189,6 +198,8 @@ def render_vital_chart(
         Optional normal range drawn as a dashed band, e.g. ``(95, 100)`` for SpO2.
     y_range
         Minimum y span to show; the data extends it when outside.
+    total
+        How many readings ``points`` stand for, when they were downsampled.
 
     Returns
     -------
@@ -224,7 +235,7 @@ def render_vital_chart(
         f'<svg class="chart" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
         f'aria-labelledby="{cid}-title {cid}-desc" preserveAspectRatio="xMidYMid meet">',
         f'<title id="{cid}-title">{escape(title)} ({escape(unit)})</title>',
-        f'<desc id="{cid}-desc">{escape(_describe(pts, windows, unit))}</desc>',
+        f'<desc id="{cid}-desc">{escape(_describe(pts, windows, unit, total))}</desc>',
         _patterns(str(cid)),
     ]
     # Triage windows behind everything else.
@@ -273,7 +284,8 @@ def render_vital_chart(
         coords = " ".join(f"{x_of(p.time):.1f},{y_of(p.value):.1f}" for p in run)
         if len(run) > 1:
             out.append(f'<polyline class="series" points="{coords}"/>')
-    for p in pts[-300:]:
+    # Dots (with a hover text each) only where they stay apart; dense series keep the line.
+    for p in pts if len(pts) <= MAX_DOTS else ():
         out.append(
             f'<circle class="dot" cx="{x_of(p.time):.1f}" cy="{y_of(p.value):.1f}" r="2">'
             f"<title>{p.time.strftime('%H:%M:%S')} {_fmt(p.value)} {escape(unit)}</title></circle>"
@@ -298,14 +310,16 @@ def _runs(points: Sequence[ChartPoint]) -> list[list[ChartPoint]]:
     return runs
 
 
-def _describe(points: Sequence[ChartPoint], windows: Sequence[ChartWindow], unit: str) -> str:
+def _describe(
+    points: Sequence[ChartPoint], windows: Sequence[ChartWindow], unit: str, total: int | None
+) -> str:
     """A one-sentence text summary of the chart for screen readers."""
     if not points:
         return "No readings in this period."
     values = [p.value for p in points]
     last = points[-1]
     text = (
-        f"{len(points)} readings, from {_fmt(min(values))} to {_fmt(max(values))} {unit}; "
+        f"{total or len(points)} readings, from {_fmt(min(values))} to {_fmt(max(values))} {unit}; "
         f"latest {_fmt(last.value)} {unit} at {last.time.strftime('%H:%M')} UTC."
     )
     if windows:
