@@ -40,6 +40,11 @@ def test_weights_round_trip_and_trainable_indices() -> None:
         np.testing.assert_array_equal(x, y)
     idx = trainable_indices(a)
     assert 0 < len(idx) < len(get_weights(a))  # batch-norm buffers are left out
+    small = build_fl_model("vgg_small")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in small.modules())
+    assert len(trainable_indices(small)) == len(get_weights(small))
+    probs, cam = small.predict_with_cam(torch.zeros(1, 1, 64, 64))  # type: ignore[operator]
+    assert probs.shape == (1, 2) and cam.shape[:2] == (1, 2)
 
 
 def test_focal_loss_by_hand() -> None:

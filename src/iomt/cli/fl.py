@@ -18,7 +18,9 @@ app = typer.Typer(
 
 def _quiet_flower(verbose: bool = False) -> None:
     """Flower logs every message exchange at INFO; keep ours readable."""
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    from flwr.supercore.logger import FLOWER_LOGGER  # sets its level on import: import first
+
+    FLOWER_LOGGER.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @app.command("experiment")
@@ -30,16 +32,21 @@ def experiment(
     us_sites: int = typer.Option(2, help="Ultrasound hospitals."),
     label_skew: float = typer.Option(0.0, help="Dirichlet label skew across sites (0 = none)."),
     img_size: int = typer.Option(64, help="Input size in px (paper: 256)."),
-    arch: str = typer.Option("iomtnet_s", help="Model (paper_vgg16 = the paper's; heavy)."),
+    arch: str = typer.Option(
+        "iomtnet_s", help="Model: iomtnet_s, vgg_small (no BN), paper_vgg16 (heavy)..."
+    ),
     rounds: int = typer.Option(20, help="Maximum rounds (early stop at the loss upturn)."),
     local_epochs: int = typer.Option(1, help="Local epochs per round."),
     batch_size: int = typer.Option(16, help="Local batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    patience: int = typer.Option(4, help="Rounds after the best federated loss before stopping."),
+    patience: int = typer.Option(5, help="Rounds after the best federated loss before stopping."),
+    smooth: int = typer.Option(3, help="Rounds averaged in the federated loss for stopping."),
     include_pneumonia: bool = typer.Option(False, help="Keep lus pneumonia as non-COVID."),
     methods: str = typer.Option(
-        "central,specialised,fedavg,clustered,cfl", help="Comma-separated methods to run."
+        "central,specialised,fedavg,clustered,cfl",
+        help="Comma-separated methods (add 'secagg' for FedAvg under SecAgg+ on Ray).",
     ),
+    secagg_rounds: int = typer.Option(5, help="Rounds of the secagg method (no early stop)."),
     dp_noise: float = typer.Option(0.0, help="Central DP noise multiplier (0 = off)."),
     dp_clip: float = typer.Option(1.0, help="Central DP clipping norm of an update."),
     threads: int = typer.Option(1, help="torch threads."),
@@ -64,10 +71,12 @@ def experiment(
         batch_size=batch_size,
         lr=lr,
         patience=patience,
+        smooth=smooth,
         include_pneumonia=include_pneumonia,
         threads=threads,
         seed=seed,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        secagg_rounds=secagg_rounds,
         dp_noise=dp_noise,
         dp_clip=dp_clip if dp_noise > 0 else 0.0,
     )

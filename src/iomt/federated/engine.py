@@ -8,8 +8,8 @@ machine (Ray's default of 2 CPUs per client would run one client at a time anywa
 process per client on top); the deployment (``deploy.py``) uses the same strategies over TLS.
 
 Early stopping follows the paper's lesson: stop at the round where the federated validation
-loss (the sites' weighted mean loss on their own validation patients) turns up, and keep the
-model of the best round.
+loss (the sites' weighted mean loss on their own validation patients, optionally smoothed over
+a few rounds) turns up, and keep the model of the best round.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.client import NumPyClient
 from flwr.common import (
     DisconnectRes,
@@ -129,6 +130,7 @@ def run_federation(
     rounds: int,
     *,
     patience: int = 3,
+    smooth: int = 1,
     server_eval: Callable[[int, NDArrays], dict[str, float]] | None = None,
     cids: Sequence[str] | None = None,
 ) -> FederationResult:
@@ -146,6 +148,9 @@ def run_federation(
         Maximum number of rounds.
     patience
         Rounds without a lower federated loss before stopping (0 disables early stopping).
+    smooth
+        The loss compared is the mean of the last ``smooth`` rounds' federated losses (a
+        trailing moving average), so one noisy round neither stops the run nor is picked.
     server_eval
         Optional server-side evaluation of the global weights after each round (curves only;
         never used to stop).
@@ -198,8 +203,10 @@ def run_federation(
             t_fit,
             local,
         )
-        if fed_loss < best_loss:
-            best_loss, best_round, best = fed_loss, rnd, weights
+        recent = [r.fed_loss for r in history[-max(1, smooth) :]]
+        smoothed = float(np.mean(recent))
+        if smoothed < best_loss:
+            best_loss, best_round, best = smoothed, rnd, weights
         elif patience and rnd - best_round >= patience:
             log.info("federated loss turned up after round %d; stopping at %d", best_round, rnd)
             break

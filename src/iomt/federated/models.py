@@ -65,10 +65,43 @@ class PaperVGG(nn.Module):
         return self.output(self.dense(self.features(x)))
 
 
+def vgg_small(
+    num_classes: int = 2, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128)
+) -> nn.Module:
+    """A small VGG-style CNN without batch norm, with the vision module's CAM-ready head.
+
+    Why no batch norm: one multi-modal model averaged across X-ray and ultrasound sites would
+    average the running statistics of two very different input distributions, which
+    miscalibrates both (FedBN, Li et al. 2021, keeps them local for this reason); the paper's
+    VGG16 has none either. A stride-2 3x3 stem (for the CPU budget), then two 3x3 convs +
+    ReLU per stage with max-pooling between stages.
+    """
+    from iomt.vision.models import CamNet
+
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 2, 1), nn.ReLU(inplace=True)]
+    c_in = widths[0]
+    for i, w in enumerate(widths):
+        if i:
+            layers.append(nn.MaxPool2d(2))
+        layers += [
+            nn.Conv2d(c_in, w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
+        c_in = w
+    return CamNet(nn.Sequential(*layers), c_in, num_classes, dropout=0.2)
+
+
+FL_ARCHITECTURES = ("vgg_small", "paper_vgg16")
+
+
 def build_fl_model(arch: str, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
-    """``paper_vgg16`` (here) or an architecture of :func:`iomt.vision.models.build_model`."""
+    """``vgg_small`` / ``paper_vgg16`` (here) or any :func:`iomt.vision.models.build_model` arch."""
     if arch == "paper_vgg16":
         return PaperVGG(num_classes, in_channels)
+    if arch == "vgg_small":
+        return vgg_small(num_classes, in_channels)
     from iomt.vision.models import build_model
 
     return build_model(arch, num_classes, in_channels)
