@@ -113,9 +113,20 @@ def browser() -> Iterator[Any]:
 def open_as(browser: Any, served: Served) -> Iterator[Callable[..., Any]]:
     """Log in through the form as a user; returns the page (closed after the test)."""
     contexts: list[Any] = []
+    problems: list[str] = []  # script errors and Content-Security-Policy violations
+
+    def watch(page: Any) -> None:
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
 
     def login(username: str, *, width: int = 1280, height: int = 900) -> Any:
         context = browser.new_context(viewport={"width": width, "height": height})
+        context.on("page", watch)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
@@ -129,6 +140,7 @@ def open_as(browser: Any, served: Served) -> Iterator[Callable[..., Any]]:
     yield login
     for context in contexts:
         context.close()
+    assert not problems, problems
 
 
 def shot(served: Served, page: Any, name: str) -> None:

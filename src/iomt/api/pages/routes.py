@@ -66,6 +66,17 @@ router = APIRouter(include_in_schema=False)
 
 T = TypeVar("T")
 
+#: Every HTML page: not cached (patient data), not framed, scripts and data from here only.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 #: Roles that see alerts and may acknowledge them (as in the JSON API).
 STAFF = ("clinician", "admin")
 #: Time ranges offered on the patient page (hours).
@@ -138,7 +149,7 @@ def _render(
     response = templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status_code
     )
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(PAGE_HEADERS)
     return response
 
 
