@@ -110,6 +110,7 @@ class _Device:
         self.device_id = device_id
         self.acked: set[int] = set()
         self._mid_to_no: dict[int, int] = {}
+        self._early: set[int] = set()
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if secret is not None:
@@ -120,16 +121,23 @@ class _Device:
         self.client.loop_start()
 
     def _on_publish(self, c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+        # paho holds its message lock here and publish() takes it: never publish under _lock
         with self._lock:
             if mid in self._mid_to_no:
                 self.acked.add(self._mid_to_no.pop(mid))
+            else:
+                self._early.add(mid)
 
     def publish(self, message_no: int) -> None:
+        info = self.client.publish(
+            f"iomt/devices/{self.device_id}/readings", _body(message_no), qos=1
+        )
         with self._lock:
-            info = self.client.publish(
-                f"iomt/devices/{self.device_id}/readings", _body(message_no), qos=1
-            )
-            self._mid_to_no[info.mid] = message_no
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self.acked.add(message_no)
+            else:
+                self._mid_to_no[info.mid] = message_no
 
     def acked_seqs(self) -> set[int]:
         with self._lock:

@@ -103,7 +103,7 @@ def _mqtt_publisher(
     per_device: int,
     batch: int,
     inflight: int,
-    start_at: float,
+    start_at: Any,
     out: Any,
 ) -> None:
     import paho.mqtt.client as mqtt
@@ -113,6 +113,17 @@ def _mqtt_publisher(
     lock = threading.Lock()
     clients = []
     jobs = []
+    connecting: list[threading.Event] = []
+
+    # paho calls on_publish while holding its own message lock, and publish() takes that lock:
+    # never hold ``lock`` around publish(), or the two threads deadlock. A PUBACK that
+    # arrives before publish() returned is parked in ``early``.
+    def record(started: float, size: int, t: float) -> None:
+        result["acked"] += 1
+        result["acked_readings"] += size
+        result["latencies"].append(t - started)
+        result["last_ack"] = max(result.get("last_ack", 0.0), t)
+
     for device_id, secret in devices:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id)
         if secret is not None:
@@ -120,6 +131,7 @@ def _mqtt_publisher(
         client.max_inflight_messages_set(inflight)
         window = threading.Semaphore(inflight)
         sent_at: dict[int, tuple[float, int]] = {}
+        early: dict[int, float] = {}
 
         def on_publish(
             c: Any,
@@ -128,25 +140,31 @@ def _mqtt_publisher(
             reason: Any,
             props: Any,
             sent_at: dict[int, tuple[float, int]] = sent_at,
+            early: dict[int, float] = early,
             window: threading.Semaphore = window,
         ) -> None:
             t = time.time()
             with lock:
-                started, size = sent_at.pop(mid, (t, 0))
-                result["acked"] += 1
-                result["acked_readings"] += size
-                result["latencies"].append(t - started)
-                result["last_ack"] = max(result.get("last_ack", 0.0), t)
+                entry = sent_at.pop(mid, None)
+                if entry is None:
+                    early[mid] = t
+                else:
+                    record(entry[0], entry[1], t)
             window.release()
 
         client.on_publish = on_publish
+        connected = threading.Event()
+        client.on_connect = lambda *args, connected=connected: connected.set()
         client.connect("127.0.0.1", port, keepalive=60)
         client.loop_start()
+        connecting.append(connected)
         clients.append(client)
         jobs.append(
-            (client, device_id, window, sent_at, _bodies(device_id, per_device, batch, now))
+            (client, device_id, window, sent_at, early, _bodies(device_id, per_device, batch, now))
         )
-    time.sleep(max(0.0, start_at - time.time()))
+    for connected in connecting:  # CONNACKs (device authentication) are not part of the run
+        connected.wait(120)
+    start_at.wait(300)
     result["first_publish"] = time.time()
 
     def drive(
@@ -154,23 +172,28 @@ def _mqtt_publisher(
         device_id: str,
         window: threading.Semaphore,
         sent_at: dict[int, tuple[float, int]],
+        early: dict[int, float],
         bodies: list[bytes],
     ) -> None:
         topic = f"iomt/devices/{device_id}/readings"
         for k, body in enumerate(bodies):
             window.acquire()
             size = min(batch, per_device - k * batch)
+            started = time.time()
+            info = client.publish(topic, body, qos=1)
             with lock:
-                info = client.publish(topic, body, qos=1)
-                sent_at[info.mid] = (time.time(), size)
                 result["sent"] += 1
+                if info.mid in early:
+                    record(started, size, early.pop(info.mid))
+                else:
+                    sent_at[info.mid] = (started, size)
 
     threads = [threading.Thread(target=drive, args=job) for job in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for _client, _d, window, _s, _b in jobs:  # wait for the outstanding acks
+    for _client, _d, window, _s, _e, _b in jobs:  # wait for the outstanding acks
         for _ in range(inflight):
             window.acquire(timeout=60)
     for client in clients:
@@ -184,7 +207,7 @@ def _http_publisher(
     devices: list[tuple[str, str | None]],
     per_device: int,
     batch: int,
-    start_at: float,
+    start_at: Any,
     out: Any,
 ) -> None:
     import httpx
@@ -220,7 +243,7 @@ def _http_publisher(
                         result["errors"] += 1
 
     jobs = [(d, s, _bodies(d, per_device, batch, now)) for d, s in devices]
-    time.sleep(max(0.0, start_at - time.time()))
+    start_at.wait(300)
     result["first_publish"] = time.time()
     threads = [threading.Thread(target=drive, args=job) for job in jobs]
     for thread in threads:
@@ -266,7 +289,7 @@ class _Server:
                 "--",
                 *command,
             ]
-        self.process = subprocess.Popen(command)
+        self.process = subprocess.Popen(command, stdout=sys.stderr)
         deadline = time.monotonic() + 60
         while not self.ready.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -329,12 +352,10 @@ def _verify(data_dir: Path, devices: Sequence[str], per_device: int) -> dict[str
         con.close()
 
 
-def _run_publishers(
-    target: Any, args_per_proc: list[tuple[Any, ...]], start_delay: float = 1.5
-) -> list[dict[str, Any]]:
+def _run_publishers(target: Any, args_per_proc: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    start_at = time.time() + start_delay + 1.0 * len(args_per_proc)
+    start_at = ctx.Barrier(len(args_per_proc))  # all publishers start together
     procs = [ctx.Process(target=target, args=(*a, start_at, queue)) for a in args_per_proc]
     for proc in procs:
         proc.start()
