@@ -76,12 +76,19 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, default=float))
         return
-    table = Table(title=f"FLCD engine, {result['rules']} rules, 1 thread")
+    table = Table(
+        title=f"FLCD engine, {result['rules']} rules, 1 thread, "
+        f"load {result['load_average_1min']:.1f} on {result['cpu_count']} CPUs"
+    )
     table.add_column("engine")
     table.add_column("windows/s", justify="right")
+    table.add_column("windows/CPU-s", justify="right")
     table.add_column("x scikit-fuzzy", justify="right")
     for name, speed in result["windows_per_s"].items():
-        table.add_row(name, f"{speed:,.1f}", f"{result['speedup_vs_skfuzzy'][name]:,.0f}")
+        cpu = result["windows_per_cpu_s"][name]
+        table.add_row(
+            name, f"{speed:,.1f}", f"{cpu:,.1f}", f"{result['speedup_vs_skfuzzy'][name]:,.0f}"
+        )
     Console().print(table)
     build = result["skfuzzy_stock_build"]
     stock = f"{build['seconds']:.1f} s" if build["finished"] else f"> {build['timeout_s']:.0f} s"
