@@ -109,6 +109,13 @@ def build_detector(
     return builders[arch](num_classes + 1, in_channels, score_thresh, common)
 
 
+def _rcnn(common: dict[str, Any]) -> dict[str, Any]:
+    """Faster R-CNN names the per-image detection cap ``box_detections_per_img``."""
+    out = dict(common)
+    out["box_detections_per_img"] = out.pop("detections_per_img")
+    return out
+
+
 def _per_channel(values: Sequence[float], channels: int) -> list[float]:
     vals = [float(v) for v in values]
     return vals * channels if len(vals) == 1 else vals
@@ -126,7 +133,7 @@ def _fasterrcnn_resnet101(
     if in_channels != 3:
         body: Any = backbone.body
         body.conv1 = _first_conv_to(body.conv1, in_channels)
-    return FasterRCNN(backbone, num_classes, box_score_thresh=score_thresh, **common)
+    return FasterRCNN(backbone, num_classes, box_score_thresh=score_thresh, **_rcnn(common))
 
 
 def _fasterrcnn_mobilenet(
@@ -156,7 +163,7 @@ def _fasterrcnn_mobilenet(
         rpn_pre_nms_top_n_test=500,
         rpn_post_nms_top_n_test=300,
         box_score_thresh=score_thresh,
-        **common,
+        **_rcnn(common),
     )
 
 
