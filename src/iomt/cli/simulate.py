@@ -29,6 +29,8 @@ def simulate(
     ),
     images: Path | None = typer.Option(None, help="Folder of images the imaging device uploads."),
     image_every: float = typer.Option(10.0, help="Real seconds between image uploads."),
+    image_modality: str = typer.Option("CR", help="Modality of the uploaded images."),
+    image_task: str | None = typer.Option(None, help="Model task hint, e.g. chest/cxr-covid."),
     seed: int = typer.Option(0, help="Random seed (courses, noise, dropouts)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -61,6 +63,8 @@ def simulate(
         seed=seed,
         image_dir=images,
         image_every_s=image_every,
+        image_modality=image_modality,
+        image_task=image_task,
     )
     log.info("courses: %s", simulation.courses())
     try:

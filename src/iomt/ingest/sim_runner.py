@@ -172,16 +172,23 @@ class _HttpSender:
 
 
 def upload_image(
-    client: httpx.Client, api_url: str, device: SimDevice, path: Path, *, modality: str = "CR"
+    client: httpx.Client,
+    api_url: str,
+    device: SimDevice,
+    path: Path,
+    *,
+    modality: str = "CR",
+    task: str | None = None,
 ) -> httpx.Response:
-    """Upload one image file as a study of the device's patient."""
+    """Upload one image file as a study of the device's patient (``POST .../studies``)."""
     media_type = mimetypes.guess_type(path.name)[0] or "application/dicom"
+    form = {"modality": modality, **({"task": task} if task else {})}
     with path.open("rb") as handle:
         return client.post(
             f"{api_url.rstrip('/')}/api/devices/{device.device_id}/studies",
             headers=basic_auth(device.device_id, device.secret),
             files={"file": (path.name, handle, media_type)},
-            data={"modality": modality, "patient_id": str(device.patient_id)},
+            data=form,
         )
 
 
@@ -200,8 +207,9 @@ class Simulation:
         Simulated seconds between two samples of one wearable.
     horizon_s
         Real seconds the run is expected to last (sets where the simulated clock starts).
-    image_dir, image_every_s, image_modality
-        Folder of images the imaging devices upload, one every ``image_every_s`` real seconds.
+    image_dir, image_every_s, image_modality, image_task
+        Folder of images the imaging devices upload, one every ``image_every_s`` real seconds,
+        with their modality and an optional model-task hint (e.g. ``chest/cxr-covid``).
     """
 
     def __init__(
@@ -219,6 +227,7 @@ class Simulation:
         image_dir: Path | None = None,
         image_every_s: float = 10.0,
         image_modality: str = "CR",
+        image_task: str | None = None,
     ) -> None:
         if transport not in ("mqtt", "http"):
             raise ValueError("transport must be 'mqtt' or 'http'")
@@ -240,6 +249,7 @@ class Simulation:
         self.images = list(iter_images(image_dir)) if image_dir else []
         self.image_every_s = image_every_s
         self.image_modality = image_modality
+        self.image_task = image_task
         self.stats = SimStats()
         self.stop_event = threading.Event()
 
@@ -300,7 +310,12 @@ class Simulation:
         path = self.images[index % len(self.images)]
         try:
             response = upload_image(
-                client, self.api_url, device, path, modality=self.image_modality
+                client,
+                self.api_url,
+                device,
+                path,
+                modality=self.image_modality,
+                task=self.image_task,
             )
         except httpx.HTTPError as exc:
             self.stats.image_errors += 1
