@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from dashboard_seed import PASSWORD, Seeded, seed
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -189,9 +190,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _page_routes() -> set[tuple[str, str]]:
     found = set()
-    for route in router.routes:
-        for method in (getattr(route, "methods", None) or set()) - {"HEAD"}:
-            found.add((method, str(getattr(route, "path", ""))))
+    for context in iter_route_contexts(router.routes):
+        for method in (getattr(context.original_route, "methods", None) or set()) - {"HEAD"}:
+            found.add((method, str(context.path)))
     return found
 
 

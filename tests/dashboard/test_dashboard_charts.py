@@ -17,7 +17,10 @@ from iomt.api.pages.charts import (
     render_vital_chart,
     time_ticks,
 )
-from iomt.api.pages.views import WardRow, downsample, explain, operating_point, urgency_key
+from iomt.api.pages.imaging import operating_point
+from iomt.api.pages.patient import downsample
+from iomt.api.pages.verdicts import explain
+from iomt.api.pages.ward import WardRow, urgency_key
 from iomt.domain.triage import TriageLevel
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

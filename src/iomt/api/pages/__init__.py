@@ -9,7 +9,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from iomt.api.pages.routes import STATIC_DIR, router
+from iomt.api.pages.rendering import STATIC_DIR
+from iomt.api.pages.routes import router
 
 __all__ = ["mount_pages"]
 

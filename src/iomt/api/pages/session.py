@@ -12,10 +12,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
+from datetime import datetime
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request, Response
@@ -24,12 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from iomt.api import deps
 from iomt.api.context import context_of
-from iomt.errors import AuthError, ValidationError
+from iomt.errors import AuthError
 from iomt.store import crud
 from iomt.store.credentials import verify_device_secret
-from iomt.store.models import Alert, Patient, User
-
-log = logging.getLogger(__name__)
+from iomt.store.models import Alert, User
 
 COOKIE_NAME = "iomt_session"
 #: Patient data must not sit in shared caches.
@@ -271,118 +267,3 @@ def _ip(request: Request) -> str | None:
 def audit_read(db: Session, *, user: PageUser, patient_ids: list[int], request: Request) -> None:
     """Write (and commit) the API's audit rows: this user read these patients' data."""
     deps.audit_reads(request, db, user.principal, patient_ids)
-
-
-# -------------------------------------------------------------------------------- changes
-
-
-def acknowledge(db: Session, *, user: PageUser, alert: Alert, request: Request) -> bool:
-    """Acknowledge an alert and audit it (committed). False if it already was."""
-    changed = crud.acknowledge_alert(db, alert=alert, user_id=user.id)
-    crud.record_audit(
-        db,
-        action="acknowledge",
-        resource=f"page:/alerts/{alert.id}/ack",
-        patient_ids=[alert.patient_id],
-        actor_user_id=user.id,
-        ip=_ip(request),
-    )
-    db.commit()
-    return changed
-
-
-def register_patient(
-    db: Session, *, user: PageUser, name: str, mrn: str, birth_date: date | None, request: Request
-) -> Patient:
-    """Create a patient (the caller commits) and audit it."""
-    patient = crud.create_patient(db, name=name, mrn=mrn, birth_date=birth_date)
-    crud.record_audit(
-        db,
-        action="create",
-        resource="page:/admin/patients",
-        patient_ids=[patient.id],
-        actor_user_id=user.id,
-        ip=_ip(request),
-    )
-    return patient
-
-
-def create_account(
-    db: Session,
-    *,
-    user: PageUser,
-    username: str,
-    password: str,
-    role: str,
-    request: Request,
-    patient_id: int | None = None,
-    full_name: str | None = None,
-) -> None:
-    """Create a login (the caller commits) and audit it."""
-    crud.create_user(
-        db,
-        username=username,
-        password=password,
-        role=role,
-        patient_id=patient_id,
-        full_name=full_name,
-    )
-    crud.record_audit(
-        db,
-        action="create",
-        resource=f"page:/admin/users/{username}",
-        patient_ids=[patient_id],
-        actor_user_id=user.id,
-        ip=_ip(request),
-    )
-
-
-def register_device(
-    db: Session,
-    *,
-    user: PageUser,
-    device_id: str,
-    kind: str,
-    patient_id: int | None,
-    request: Request,
-) -> dict[str, str]:
-    """Register a device (the caller commits); returns its id and its one-time secret."""
-    device, secret = crud.register_device(db, device_id=device_id, kind=kind, patient_id=patient_id)
-    crud.record_audit(
-        db,
-        action="create",
-        resource=f"page:/admin/devices/{device.device_id}",
-        patient_ids=[patient_id],
-        actor_user_id=user.id,
-        ip=_ip(request),
-    )
-    return {"device_id": device.device_id, "secret": secret}
-
-
-def assign(
-    db: Session, *, user: PageUser, clinician_id: int, patient_id: int, request: Request
-) -> bool:
-    """Assign a clinician to a patient (the caller commits) and audit it."""
-    new = crud.assign_clinician(db, clinician_id=clinician_id, patient_id=patient_id)
-    crud.record_audit(
-        db,
-        action="assign",
-        resource=f"page:/admin/assignments/{clinician_id}",
-        patient_ids=[patient_id],
-        actor_user_id=user.id,
-        ip=_ip(request),
-    )
-    return new
-
-
-# --------------------------------------------------------------------------------- files
-
-
-def image_file(request: Request, stored: str) -> Path | None:
-    """The file of a stored image or heatmap in the API's image store (None if missing)."""
-    try:
-        path = context_of(request).images.path(stored)
-    except ValidationError:
-        log.warning("stored path %r lies outside the image store", stored)
-        return None
-    return path if path.is_file() else None

@@ -1,0 +1,191 @@
+"""Studies and findings as the study page shows them, with the model card's operating point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from iomt.domain.imaging import Modality
+from iomt.store.models import Finding as FindingRow
+from iomt.store.models import Study as StudyRow
+
+
+@dataclass(frozen=True, slots=True)
+class FindingView:
+    """A finding as the study and patient pages show it."""
+
+    id: int
+    label: str
+    probability: float
+    threshold: float | None
+    operating_point: str | None
+    positive: bool
+    model_id: str
+    model_version: str
+    probabilities: list[tuple[str, float]]
+    counts: list[tuple[str, int]]
+    boxes: list[BoxView]
+    heatmap_url: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BoxView:
+    """A detected box in image pixels."""
+
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True, slots=True)
+class StudyView:
+    """A study row with its headline finding (the positive one, else the most probable)."""
+
+    id: int
+    patient_id: int
+    modality: str
+    modality_name: str
+    uploaded_at: datetime
+    status: str
+    error: str | None
+    width: int
+    height: int
+    device_id: str | None
+    media_type: str
+    finding: FindingView | None
+    findings: list[FindingView] = field(default_factory=list)
+
+
+def to_finding_view(row: FindingRow) -> FindingView:
+    """A stored finding for display; the heatmap URL only when a heatmap was saved."""
+    threshold = row.threshold
+    operating_point = None
+    if threshold is not None:
+        operating_point = (
+            "positive when the probability reaches the threshold chosen for the model's "
+            "target sensitivity on validation data"
+        )
+    return FindingView(
+        id=row.id,
+        label=row.label,
+        probability=row.probability,
+        threshold=threshold,
+        operating_point=operating_point,
+        positive=row.positive,
+        model_id=row.model_id,
+        model_version=row.model_version,
+        probabilities=sorted(
+            ((str(k), float(v)) for k, v in (row.probabilities or {}).items()),
+            key=lambda kv: -kv[1],
+        ),
+        counts=[(str(k), int(v)) for k, v in (row.counts or {}).items()],
+        boxes=[
+            BoxView(
+                label=str(b.get("label", "")),
+                score=float(b.get("score", 0.0)),
+                x1=float(b["x1"]),
+                y1=float(b["y1"]),
+                x2=float(b["x2"]),
+                y2=float(b["y2"]),
+            )
+            for b in (row.boxes or [])
+            if isinstance(b, Mapping) and all(k in b for k in ("x1", "y1", "x2", "y2"))
+        ],
+        heatmap_url=f"/studies/{row.study_id}/findings/{row.id}/heatmap.png"
+        if row.heatmap_path
+        else None,
+        created_at=row.created_at,
+    )
+
+
+def _find_report(metrics: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any] | None:
+    """The first (sub)dict of a card's metrics holding sensitivity and specificity."""
+    if "sensitivity" in metrics and "specificity" in metrics:
+        return metrics
+    if depth >= 2:
+        return None
+    for key in ("image", "test", "group", *metrics.keys()):
+        value = metrics.get(key)
+        if isinstance(value, Mapping):
+            found = _find_report(value, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _with_ci(report: Mapping[str, Any], name: str) -> str | None:
+    """``"0.93 (95% CI 0.88-0.96)"`` for one metric of a report, or None if absent."""
+    value = report.get(name)
+    if not isinstance(value, int | float):
+        return None
+    text = f"{value:.3f}"
+    ci = report.get("ci", {}).get(name, {}) if isinstance(report.get("ci"), Mapping) else {}
+    bounds = next((ci[k] for k in ("wilson", "bootstrap", "normal") if k in ci), None)
+    if isinstance(bounds, Sequence) and len(bounds) == 2:
+        text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
+    return text
+
+
+def operating_point(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the model card says about its frozen threshold on held-out test data.
+
+    Returns label/text pairs (sensitivity, specificity, AUC with their CIs, and the test
+    size), or nothing when the card has no binary report.
+    """
+    report = _find_report(metrics)
+    if report is None:
+        return []
+    rows = [
+        (label, text)
+        for label, name in (
+            ("Test sensitivity", "sensitivity"),
+            ("Test specificity", "specificity"),
+            ("Test AUC", "auc"),
+        )
+        if (text := _with_ci(report, name)) is not None
+    ]
+    if isinstance(report.get("n"), int):
+        rows.append(("Test images", str(report["n"])))
+    return rows
+
+
+def _modality_name(code: str) -> str:
+    try:
+        return {
+            Modality.XRAY: "X-ray",
+            Modality.CT: "CT",
+            Modality.ULTRASOUND: "Ultrasound",
+            Modality.MICROSCOPY: "Microscopy (blood smear)",
+        }[Modality.parse(code)]
+    except ValueError:
+        return code
+
+
+def to_study_view(row: StudyRow) -> StudyView:
+    """A stored study (findings loaded) for display."""
+    findings = [to_finding_view(f) for f in row.findings]
+    headline = None
+    if findings:
+        positives = [f for f in findings if f.positive]
+        headline = max(positives or findings, key=lambda f: f.probability)
+    return StudyView(
+        id=row.id,
+        patient_id=row.patient_id,
+        modality=row.modality,
+        modality_name=_modality_name(row.modality),
+        uploaded_at=row.uploaded_at,
+        status=row.status,
+        error=row.error,
+        width=row.width,
+        height=row.height,
+        device_id=row.device_id,
+        media_type=row.media_type,
+        finding=headline,
+        findings=findings,
+    )
