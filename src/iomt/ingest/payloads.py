@@ -26,7 +26,14 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from iomt.domain.vitals import Reading, VitalKind, check_plausible, to_canonical
+from iomt.domain.vitals import (
+    VITAL_SPECS,
+    Reading,
+    VitalKind,
+    accepted_units,
+    check_plausible,
+    to_canonical,
+)
 from iomt.errors import ValidationError
 
 #: Largest accepted message body (bytes).
@@ -129,6 +136,26 @@ def _check_time(stamp: float, bounds: _Bounds) -> None:
         raise ValidationError(f"time {moment} is older than {MAX_AGE.days} days")
 
 
+def _unit_table() -> dict[tuple[str, str | None], tuple[VitalKind, float, float, float, float]]:
+    """(kind, unit) -> (kind, scale, offset, low, high), derived from the domain's public API.
+
+    Lets the hot path convert and range-check a reading with one dict lookup; anything not in
+    the table (or out of range) goes through ``to_canonical``/``check_plausible`` for the
+    precise error.
+    """
+    table = {}
+    for kind in VitalKind:
+        spec = VITAL_SPECS[kind]
+        for unit in (None, *accepted_units(kind)):
+            offset = to_canonical(kind, 0.0, unit)
+            scale = to_canonical(kind, 1.0, unit) - offset
+            table[(kind.value, unit)] = (kind, scale, offset, float(spec.low), float(spec.high))
+    return table
+
+
+_UNITS = _unit_table()
+
+
 def _to_reading(
     device_id: str, item: ReadingIn, bounds: _Bounds, seen: set[tuple[int, str]] | None
 ) -> Reading:
@@ -139,11 +166,17 @@ def _to_reading(
     ValidationError
         With the reason (unknown kind, unit, implausible value, time out of range).
     """
-    kind = _KINDS.get(item.kind)
-    if kind is None:
-        raise ValidationError(f"unknown kind {item.kind!r}; use one of {sorted(_KINDS)}")
-    value = to_canonical(kind, item.value, item.unit)
-    check_plausible(kind, value)
+    fast = _UNITS.get((item.kind, item.unit))
+    if fast is None:
+        kind = _KINDS.get(item.kind)
+        if kind is None:
+            raise ValidationError(f"unknown kind {item.kind!r}; use one of {sorted(_KINDS)}")
+        to_canonical(kind, item.value, item.unit)  # raises with the accepted units
+        raise AssertionError("unreachable")  # pragma: no cover
+    kind, scale, offset, low, high = fast
+    value = item.value * scale + offset
+    if not low <= value <= high:
+        check_plausible(kind, value)  # raises with the range
     raw_time = item.time
     if isinstance(raw_time, datetime):
         if raw_time.tzinfo is None:
@@ -151,8 +184,8 @@ def _to_reading(
         stamp = raw_time.timestamp()
     else:
         stamp = raw_time
-    _check_time(stamp, bounds)
-    moment = datetime.fromtimestamp(stamp, UTC)
+    if not bounds.low <= stamp <= bounds.high:
+        _check_time(stamp, bounds)
     if (item.lat is None) != (item.lon is None):
         raise ValidationError("lat and lon must be given together")
     if seen is not None:
@@ -161,13 +194,7 @@ def _to_reading(
             raise ValidationError(f"seq {item.seq} kind {item.kind} repeated in the same batch")
         seen.add(key)
     return Reading(
-        device_id=device_id,
-        seq=item.seq,
-        kind=kind,
-        value=value,
-        time=moment,
-        latitude=item.lat,
-        longitude=item.lon,
+        device_id, item.seq, kind, value, datetime.fromtimestamp(stamp, UTC), item.lat, item.lon
     )
 
 
