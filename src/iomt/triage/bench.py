@@ -198,4 +198,5 @@ def run_bench(
     result["windows_per_s"] = speeds
     result["windows_per_cpu_s"] = cpu_speeds
     result["speedup_vs_skfuzzy"] = {k: v / speeds["skfuzzy"] for k, v in speeds.items()}
+    result["speedup_vs_skfuzzy_cpu"] = {k: v / cpu_speeds["skfuzzy"] for k, v in cpu_speeds.items()}
     return result
