@@ -30,6 +30,7 @@ app.add_typer(__import__("iomt.cli.detect", fromlist=["app"]).app, name="detect"
 app.add_typer(__import__("iomt.cli.vision").cli.vision.app, name="vision")
 app.command("simulate")(__import__("iomt.cli.simulate", fromlist=["simulate"]).simulate)
 app.add_typer(__import__("iomt.cli.fl", fromlist=["app"]).app, name="fl")
+app.command("demo")(__import__("iomt.cli.demo", fromlist=["demo"]).demo)
 
 
 @app.callback()
@@ -43,6 +44,8 @@ def _root(
         # logs go to stderr: stdout carries command output (e.g. one JSON object for --json)
         handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=True, show_path=False)],
     )
+    # one line per HTTP request from the simulator's client is noise, not progress
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from iomt.ingest import mqtt_codec as codec
 
@@ -155,8 +155,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Remember the transport."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but offer the same API.
+        self.transport = cast(asyncio.Transport, transport)
         self.broker._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
