@@ -54,3 +54,12 @@ def test_sample_weights_balance_classes_and_age_groups() -> None:
     assert w[targets == 1].sum() == pytest.approx(w[targets == 0].sum())
     neg = targets == 0
     assert w[neg & (ages == "adult")].sum() == pytest.approx(w[neg & (ages == "pediatric")].sum())
+
+
+def test_sample_weights_balance_groups() -> None:
+    targets = np.array([1] * 6 + [0] * 4)
+    groups = np.array(["a"] * 5 + ["b"] + ["c", "d", "e", "f"])
+    w = sample_weights(targets, None, groups)
+    assert w[groups == "a"].sum() == pytest.approx(w[groups == "b"].sum())
+    assert w[targets == 1].sum() == pytest.approx(w[targets == 0].sum())
+    assert sample_weights(targets) == pytest.approx(sample_weights(targets, None, None))

@@ -43,6 +43,9 @@ def train_cmd(
         1, help="torch CPU threads (1 is far faster on a shared, oversubscribed CPU)."
     ),
     out: Path | None = typer.Option(None, help="Run folder (default runs/TASK-ARCH-SIZE)."),
+    balance_groups: bool = typer.Option(
+        False, help="Sampler gives every group (patient, paper, video) equal weight in its class."
+    ),
     resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -62,6 +65,7 @@ def train_cmd(
         patience=patience,
         seed=seed,
         threads=threads,
+        balance_groups=balance_groups,
     )
     run = train(config, resume=resume, show_progress=progress, command=_command_line())
     typer.echo(json.dumps({"run": str(folder), "test": headline(run["test"])}, indent=2))

@@ -68,6 +68,7 @@ class TrainConfig:
     val_frac: float = 0.15
     threads: int = 1
     balance_age: bool = True
+    balance_groups: bool = False
     n_boot: int = 1000
 
 
@@ -81,20 +82,29 @@ def seed_everything(seed: int) -> None:
 
 
 def sample_weights(
-    targets: NDArray[np.int64], age_groups: Sequence[str] | NDArray[np.str_] | None = None
+    targets: NDArray[np.int64],
+    age_groups: Sequence[str] | NDArray[np.str_] | None = None,
+    groups: Sequence[str] | NDArray[np.str_] | None = None,
 ) -> NDArray[np.float64]:
     """Per-sample weights giving every class equal mass (and every age group within a class).
 
     With ``age_groups``, a class's mass is split equally between the age groups present in
-    it, so e.g. 797 pediatric and 100 adult non-COVID images weigh the same in total.
+    it, so e.g. 797 pediatric and 100 adult non-COVID images weigh the same in total. With
+    ``groups``, a stratum's mass is split equally between its groups (patients, papers,
+    videos), so one patient with 26 slices weighs as much as one with a single slice.
     """
-    ages = [""] * len(targets) if age_groups is None else list(age_groups)
-    strata = Counter(zip(targets.tolist(), ages, strict=True))
+    n = len(targets)
+    ages = [""] * n if age_groups is None else [str(a) for a in age_groups]
+    grp = [str(i) for i in range(n)] if groups is None else [str(g) for g in groups]
+    keys = list(zip(targets.tolist(), ages, strict=True))
+    strata = Counter(keys)
     ages_per_class = Counter(t for t, _ in strata)
+    group_size = Counter(zip(keys, grp, strict=True))
+    groups_per_stratum = Counter(k for k, _ in group_size)
     return np.array(
         [
-            1.0 / (ages_per_class[t] * strata[(t, a)])
-            for t, a in zip(targets.tolist(), ages, strict=True)
+            1.0 / (ages_per_class[k[0]] * groups_per_stratum[k] * group_size[(k, g)])
+            for k, g in zip(keys, grp, strict=True)
         ],
         dtype=np.float64,
     )
@@ -193,7 +203,8 @@ def train(
     mean, std = channel_stats(images[tr])
 
     ages = _aux(manifest, tr, "age_group") if config.balance_age else None
-    weights = sample_weights(targets[tr], ages)
+    groups_tr = [manifest.records[i].group_id for i in tr] if config.balance_groups else None
+    weights = sample_weights(targets[tr], ages, groups_tr)
     sampler = WeightedRandomSampler(
         weights.tolist(),
         num_samples=len(tr),
