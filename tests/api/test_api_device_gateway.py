@@ -313,3 +313,13 @@ def test_fhir_refusals_are_operation_outcomes(world: World) -> None:
     )
     low = world.client.post("/fhir/Observation", json=implausible, headers=dev)
     assert low.status_code == 422 and "plausible range" in low.json()["issue"][0]["diagnostics"]
+
+
+def test_body_far_over_the_limit_is_refused_before_parsing(world: World) -> None:
+    limit = world.context.settings.max_upload_bytes
+    response = world.client.post(
+        "/api/devices/dev-a/studies",
+        files={"file": ("big.png", b"\0" * (limit + 200_000), "image/png")},
+        headers=world.headers["device_own"],
+    )
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["detail"]
