@@ -8,6 +8,7 @@ computed on a system whose rule graph is composed once (same rules, same MFs).
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from iomt.errors import ConfigError
 from iomt.triage.engine import FuzzyEngine
 from iomt.triage.membership import input_terms, verdict_terms
 from iomt.triage.ruleset import VERDICT_TERMS, Ruleset, load_ruleset
@@ -150,6 +152,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every engine in one run and report ratios against scikit-fuzzy."""
     from threadpoolctl import threadpool_limits
+
+    if importlib.util.find_spec("skfuzzy") is None:
+        raise ConfigError("the bench's baseline needs scikit-fuzzy: pip install -e '.[dev]'")
 
     def note(msg: str) -> None:
         if step:
