@@ -146,7 +146,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
         ADMIN,
         lambda w, _: Call(f"/api/users/{w.ids['clin_spare']}", json={"full_name": "Dr C"}),
     ),
-    ("GET", "/api/patients"): Rule(PEOPLE, lambda w, _: Call("/api/patients")),
+    ("GET", "/api/patients"): Rule(PEOPLE, lambda w, _: Call("/api/patients"), audited=True),
     ("POST", "/api/patients"): Rule(
         ADMIN,
         lambda w, _: Call("/api/patients", json={"name": "New", "mrn": f"M{next(w.counter)}"}),
@@ -205,7 +205,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
             data={"modality": "CR"},
         ),
     ),
-    ("GET", "/api/alerts"): Rule(PEOPLE, lambda w, _: Call("/api/alerts"), audited=False),
+    ("GET", "/api/alerts"): Rule(PEOPLE, lambda w, _: Call("/api/alerts"), audited=True),
     ("POST", "/api/alerts/{alert_id}/ack"): Rule(
         STAFF_OF_P1, lambda w, _: Call(f"/api/alerts/{w.alert1}/ack")
     ),
@@ -229,6 +229,15 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/fhir/Observation"): Rule(
         READERS_OF_P1, lambda w, _: Call(f"/fhir/Observation?patient={w.p1}"), audited=True
     ),
+}
+
+
+#: Prefixes of routes that return patient data: their GETs must be declared ``audited``.
+PATIENT_DATA_PREFIXES = ("/api/patients", "/api/alerts", "/fhir")
+#: ...except these, with the reason.
+NOT_AUDITED_PER_CALL = {
+    # audits one row per alert actually streamed (see test_live_feed_streams_only_visible_alerts)
+    ("GET", "/api/alerts/stream"),
 }
 
 
@@ -263,6 +272,15 @@ def test_every_route_has_a_declared_rule(world: World) -> None:
     stale = sorted(declared - routes)
     assert not missing, f"routes without an entry in MATRIX: {missing}"
     assert not stale, f"MATRIX entries for routes that no longer exist: {stale}"
+    unaudited = [
+        key
+        for key, rule in MATRIX.items()
+        if key[0] == "GET"
+        and key[1].startswith(PATIENT_DATA_PREFIXES)
+        and not rule.audited
+        and key not in NOT_AUDITED_PER_CALL
+    ]
+    assert not unaudited, f"patient-data reads not declared audited: {unaudited}"
 
 
 def test_every_route_allows_and_denies_as_declared(world: World) -> None:
