@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from api_helpers import World, basic, png_bytes
+from api_helpers import GradientHeatmapStep, World, basic, png_bytes
+from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -323,3 +325,33 @@ def test_body_far_over_the_limit_is_refused_before_parsing(world: World) -> None
         headers=world.headers["device_own"],
     )
     assert response.status_code == 413 and "exceeds the limit" in response.json()["detail"]
+
+
+def test_studies_left_pending_by_a_crash_are_analysed_at_start(tmp_path: Path) -> None:
+    from iomt.api.app import create_app
+    from iomt.api.context import app_context
+    from iomt.api.services.imaging import store_study
+    from iomt.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    first = app_context(create_app(settings, image_step=GradientHeatmapStep()))
+    with first.sessions() as s:
+        patient = crud.create_patient(s, name="Cy", mrn="MRN-C")
+        study, _ = store_study(
+            s,
+            first.images,
+            data=png_bytes(70),
+            patient_id=patient.id,
+            device_id=None,
+            modality="US",
+        )
+        s.commit()  # committed, but the process "dies" before the analysis runs
+        study_id = study.id
+    first.engine.dispose()
+    app = create_app(settings, image_step=GradientHeatmapStep())
+    with TestClient(app):
+        pass  # start-up resumes pending analyses; shutdown waits for them
+    with app_context(app).sessions() as s:
+        resumed = crud.get_study(s, study_id=study_id)
+        assert resumed.status == "analysed" and len(resumed.findings) == 1
+    app_context(app).engine.dispose()

@@ -11,6 +11,7 @@ goes to the ingest runtime, which the app starts in its lifespan when ``start_in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from iomt.api.pages import mount_pages
 from iomt.api.routes import admin, alerts, auth, devices, fhir, health, patients, uploads, users
 from iomt.api.security import TokenService, load_or_create_secret
 from iomt.api.services.images import ImageStore
+from iomt.api.services.imaging import resume_pending
 from iomt.config import Settings
 from iomt.domain.analysis import ImageAnalysisStep, TriageStep
 from iomt.errors import AuthError, IomtError, NotFound, PermissionDenied, ValidationError
@@ -207,6 +209,19 @@ def create_app(
 
 async def _start(context: AppContext, start_ingest: bool) -> None:
     await context.alerts.start()
+    loop = asyncio.get_running_loop()
+    context.extras["resume"] = loop.run_in_executor(
+        None,
+        functools.partial(
+            resume_pending,
+            context.sessions,
+            context.images,
+            context.image_step,
+            dispatcher=context.alerts,
+            loop=loop,
+            on_done=list(context.on_findings),
+        ),
+    )
     if not start_ingest:
         return
     from iomt.ingest.runtime import IngestRuntime
@@ -216,7 +231,6 @@ async def _start(context: AppContext, start_ingest: bool) -> None:
     )
     await runtime.start()
     context.extras["ingest"] = runtime
-    loop = asyncio.get_running_loop()
 
     def forward(newest: Mapping[int, datetime]) -> None:
         # HTTP/FHIR readings reach the same commit hooks (triage) as MQTT readings.
@@ -228,6 +242,9 @@ async def _start(context: AppContext, start_ingest: bool) -> None:
 
 
 async def _stop(context: AppContext) -> None:
+    resume = context.extras.pop("resume", None)
+    if resume is not None:
+        await resume
     runtime: Any = context.extras.pop("ingest", None)
     if runtime is not None:
         await runtime.stop()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from iomt.alerts.dispatch import AlertDispatcher
@@ -112,11 +113,16 @@ def analyse_study(
     same transaction as the findings and published (on ``loop``, if given) after the commit.
     """
     with sessions() as session:
-        study = crud.get_study(session, study_id=study_id)
-        if study.status in ("analysed", "analysing"):
-            return []
-        crud.set_study_status(session, study=study, status="analysing")
+        # Claim the study atomically, so two callers never analyse it twice.
+        claimed = session.execute(
+            update(Study)
+            .where(Study.id == study_id, Study.status.in_(("received", "failed")))
+            .values(status="analysing", error=None)
+        )
         session.commit()
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return []
+        study = crud.get_study(session, study_id=study_id)
         try:
             pixels = decode_image(images.read(study.path)).pixels
             image = ImageInput(
@@ -157,4 +163,32 @@ def analyse_study(
             hook(study_id)
         except Exception:
             log.exception("findings hook failed for study %s", study_id)
+    return ids
+
+
+def resume_pending(
+    sessions: sessionmaker[Session],
+    images: ImageStore,
+    step: ImageAnalysisStep,
+    *,
+    dispatcher: AlertDispatcher | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    on_done: Iterable[Callable[[int], None]] = (),
+) -> list[int]:
+    """Analyse the studies a previous run committed but did not finish; returns their ids.
+
+    Called once at start-up: a study is committed before its analysis runs, so a crash in
+    between leaves it ``received`` (or ``analysing``); this picks them up again. Assumes one
+    analysing process per database.
+    """
+    with sessions() as session:
+        session.execute(update(Study).where(Study.status == "analysing").values(status="received"))
+        session.commit()
+        ids = list(session.scalars(select(Study.id).where(Study.status == "received")))
+    for study_id in ids:
+        analyse_study(
+            sessions, images, step, study_id, dispatcher=dispatcher, loop=loop, on_done=on_done
+        )
+    if ids:
+        log.info("analysed %d studies left pending by a previous run", len(ids))
     return ids
