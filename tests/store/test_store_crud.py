@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.orm import Session
@@ -233,3 +233,20 @@ def test_audit_and_dead_letters(session: Session) -> None:
     [letter] = crud.list_dead_letters(session, source="mqtt")
     assert len(letter.payload) == 65536 and "cut" in letter.reason
     assert crud.count_dead_letters(session) == 1
+
+
+def test_times_in_other_zones_are_stored_as_the_same_utc_instant(session: Session) -> None:
+    pid, dev = _patient_with_device(session)
+    local = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=timezone(timedelta(hours=2)))
+    crud.insert_readings(
+        session,
+        readings=[Reading(dev, 1, VitalKind.SPO2, 96.0, local)],
+        patient_id_by_device={dev: pid},
+    )
+    session.commit()
+    [row] = crud.list_readings(session, patient_id=pid)
+    assert row.time == T0 + timedelta(microseconds=250) and row.time.tzinfo is not None
+    window = crud.readings_for_window(
+        session, patient_id=pid, start=T0, end=T0 + timedelta(microseconds=251)
+    )
+    assert window.values[VitalKind.SPO2] == [96.0]

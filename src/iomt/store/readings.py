@@ -30,11 +30,13 @@ _SQLITE_INSERT = (
 
 def _sqlite_time(moment: datetime) -> str:
     """The text :class:`UTCDateTime` stores on SQLite (naive UTC, microseconds)."""
-    if moment.tzinfo is None:
-        raise ValidationError(f"naive datetime {moment.isoformat()} (a time zone is required)")
-    if moment.utcoffset():
+    zone = moment.tzinfo
+    if zone is not UTC:
+        if zone is None:
+            raise ValidationError(f"naive datetime {moment.isoformat()} (a time zone is required)")
         moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" without the offset
+    return moment.isoformat(" ", "microseconds")[:26]
 
 
 def _insert_sqlite(
