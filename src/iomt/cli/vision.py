@@ -153,5 +153,50 @@ def report_cmd(
         typer.echo(f"wrote {target}")
 
 
+@app.command("archs")
+def archs_cmd(
+    img_size: int = typer.Option(128, help="Square input size in pixels."),
+    channels: int = typer.Option(1, help="Input channels."),
+    arch: list[str] | None = typer.Option(None, help="Architectures (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Parameters, ONNX size and single-image ONNX Runtime latency (1 thread) per architecture.
+
+    The CPU side of choosing a task's default architecture (untrained weights: latency does
+    not depend on them).
+    """
+    import tempfile
+
+    from iomt.vision.export import export_onnx, onnx_latency
+    from iomt.vision.models import ARCHITECTURES, build_model
+
+    rows = []
+    for name in arch or list(ARCHITECTURES):
+        model = build_model(name, 2, channels).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, Path(tmp) / "m.onnx", channels, img_size)
+            lat = onnx_latency(path, channels, img_size, runs=20)
+            size = path.stat().st_size
+            if (Path(tmp) / "m.onnx.data").exists():
+                size += (Path(tmp) / "m.onnx.data").stat().st_size
+        rows.append(
+            {
+                "arch": name,
+                "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                "onnx_mb": round(size / 1e6, 1),
+                "p50_ms": lat["p50_ms"],
+                "p90_ms": lat["p90_ms"],
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"img_size": img_size, "channels": channels, "archs": rows}))
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['arch']:20s} {r['params_m']:7.2f} M  {r['onnx_mb']:6.1f} MB  "
+            f"p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms"
+        )
+
+
 # Registers ``models`` and ``evaluate`` (ONNX Runtime, owned by the inference side) on ``app``.
 from iomt.cli import vision_serving  # noqa: E402, F401
