@@ -270,7 +270,10 @@ def test_every_route_has_a_declared_rule(world: World) -> None:
     declared = MATRIX.keys() | PAGE_MATRIX.keys()
     missing = sorted(routes - declared)
     stale = sorted(declared - routes)
-    assert not missing, f"routes without an entry in MATRIX: {missing}"
+    assert not missing, (
+        f"routes without a rule: {missing}; declare them in MATRIX (JSON API, this file) "
+        "or PAGE_MATRIX (dashboard, tests/api/authz_pages.py)"
+    )
     assert not stale, f"MATRIX entries for routes that no longer exist: {stale}"
     unaudited = [
         key
