@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,8 @@ def test_matches_pycocotools_file_based_evaluation(tmp_path: Path) -> None:
 
     gt, dets = _gt(), _dets()
     images = [{"id": i + 1} for i in range(len(gt))]
-    anns, results = [], []
+    anns: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     for i, t in enumerate(gt):
         for b, lab in zip(t.boxes.tolist(), t.labels.tolist(), strict=True):
             w, h = b[2] - b[0], b[3] - b[1]
