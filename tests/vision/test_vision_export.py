@@ -80,6 +80,11 @@ def test_onnx_matches_torch_and_card_validates(
     card = export_run(tiny_run, tmp_path / "m", "cxr-test-v1")
     assert read_card(tmp_path / "m" / "card.json").id == "cxr-test-v1"
     assert card["input_size"] == SIZE and card["channels"] == 1 and card["threshold"] is not None
+    from iomt.vision.cards import render_model_card
+
+    text = render_model_card(card)
+    assert "## Held-out test metrics" in text and "adults-only auc >= 0.98" in text
+    assert card["sha256"] in text
 
     model = build_model(card["arch"], 2, 1)
     model.load_state_dict(torch.load(tiny_run / "best.pt", weights_only=True))
