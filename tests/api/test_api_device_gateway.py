@@ -355,3 +355,54 @@ def test_studies_left_pending_by_a_crash_are_analysed_at_start(tmp_path: Path) -
         resumed = crud.get_study(s, study_id=study_id)
         assert resumed.status == "analysed" and len(resumed.findings) == 1
     app_context(app).engine.dispose()
+
+
+def test_fhir_export_validates_against_the_r4_models(world: World) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.observation import Observation
+    from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    from iomt.domain.analysis import TriageVerdict
+    from iomt.domain.triage import TriageLevel
+
+    world.client.post(
+        "/api/devices/dev-a/readings",
+        json=_batch(_reading(1, "temperature", 38.5, unit="Cel"), _reading(2, "resp_rate", 22)),
+        headers=world.headers["device_own"],
+    )
+    start = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    verdict = TriageVerdict(
+        level=TriageLevel.SERIOUS, value=9.5, method="flcd-t1/test", aggregates={}, news2=5
+    )
+    with world.context.sessions() as s:
+        crud.store_verdict(
+            s,
+            patient_id=world.p1,
+            window_start=start,
+            window_end=start + timedelta(minutes=15),
+            verdict=verdict,
+        )
+        s.commit()
+    body = world.client.get(
+        f"/fhir/Patient/{world.p1}/$everything", headers=world.headers["clin_assigned"]
+    ).json()
+    Bundle.model_validate(body)
+    models = {"Patient": Patient, "Observation": Observation, "RiskAssessment": RiskAssessment}
+    kinds = []
+    for entry in body["entry"]:
+        resource = entry["resource"]
+        models[resource["resourceType"]].model_validate(resource)
+        kinds.append(resource["resourceType"])
+    assert sorted(kinds) == ["Observation", "Observation", "Patient", "RiskAssessment"]
+    risk = next(
+        e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "RiskAssessment"
+    )
+    assert risk["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "moderate"
+    temperature = next(
+        e["resource"]
+        for e in body["entry"]
+        if e["resource"].get("code", {}).get("text") == "temperature"
+    )
+    assert temperature["valueQuantity"]["code"] == "[degF]"
+    assert abs(temperature["valueQuantity"]["value"] - 101.3) < 1e-6
