@@ -57,6 +57,8 @@ def experiment(
     from iomt.federated.experiment import ExperimentConfig, format_table, run_experiment
 
     _quiet_flower()
+    if as_json:  # the root log handler writes to stdout: keep stdout pure JSON
+        logging.getLogger("iomt").setLevel(logging.WARNING)
     config = ExperimentConfig(
         cxr=cxr,
         lus=lus,

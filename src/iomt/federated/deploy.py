@@ -31,15 +31,21 @@ log = logging.getLogger(__name__)
 class BestRoundServer(Server):
     """Flower's server, recording per-round timings and the weights of the best round."""
 
-    def __init__(self, *, strategy: Strategy) -> None:
+    def __init__(self, *, strategy: Strategy, min_clients: int = 1) -> None:
         super().__init__(client_manager=SimpleClientManager(), strategy=strategy)
+        self.min_clients = min_clients
         self.best_loss = float("inf")
         self.best_round = 0
         self.best_parameters: NDArrays | None = None
         self.rounds: list[dict[str, float]] = []
 
     def fit_round(self, server_round: int, timeout: float | None) -> Any:
-        """Flower's fit round, timed (wall time vs the slowest site's training loop)."""
+        """Flower's fit round, timed (wall time vs the slowest site's training loop).
+
+        The timer starts once ``min_clients`` sites are connected, so waiting for sites to
+        start up is not counted as federation overhead.
+        """
+        self.client_manager().wait_for(self.min_clients, timeout=86400)
         t0 = time.perf_counter()
         out = super().fit_round(server_round, timeout)
         wall = time.perf_counter() - t0
@@ -135,7 +141,7 @@ def run_server(opts: ServerOptions) -> dict[str, Any]:
             Path(opts.server_cert).read_bytes(),
             Path(opts.server_key).read_bytes(),
         )
-    server = BestRoundServer(strategy=strategy)
+    server = BestRoundServer(strategy=strategy, min_clients=opts.min_clients)
     t0 = time.perf_counter()
     start_server(
         server_address=opts.address,
