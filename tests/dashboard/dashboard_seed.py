@@ -21,14 +21,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from iomt.alerts.dispatch import AlertDispatcher
 from iomt.alerts.rules import verdict_alert
 from iomt.api.services.images import ImageStore
-from iomt.domain.analysis import Box, ImageFinding
+from iomt.api.services.imaging import analyse_study, store_study
+from iomt.domain.analysis import Box, ImageFinding, utc_floor
+from iomt.domain.imaging import Modality
 from iomt.domain.triage import TriageLevel
 from iomt.domain.vitals import Reading, VitalKind
+from iomt.inference.registry import ModelRegistry
+from iomt.inference.step import OnnxImageAnalysis
 from iomt.store import crud
 from iomt.triage.step import default_triage_step
 
 PASSWORD = "correct-horse-42"
-CXR_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "chest" / "cxr-covid"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+CXR_DIR = SHARED_DATA / "chest" / "cxr-covid"
+WBC_DIR = SHARED_DATA / "blood" / "wbc-types"
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Seeded:
     study_id: int = 0
     finding_id: int = 0
     open_alert_id: int = 0
+    smear_study_id: int = 0
     alice_alert_ids: list[int] = field(default_factory=list)
 
 
@@ -116,17 +123,17 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
     _, secret = crud.register_device(session, device_id="xray-1", kind="imaging")
     out.device_secrets["xray-1"] = secret
 
-    start = now - timedelta(hours=2)
+    # Readings start on a window boundary about two hours ago, so every judged window is full
+    # (a window with too few readings is judged on missing inputs, which would make the
+    # expected verdicts depend on the time of day the tests run).
     window = timedelta(minutes=15)
-    first_window = datetime.fromtimestamp(
-        start.timestamp() - start.timestamp() % window.total_seconds(), tz=UTC
-    )
+    start = first_window = utc_floor(now - timedelta(hours=2), 15)
     for key, course in zip(("cara", "bert", "alice"), courses.values(), strict=True):
         device_id = f"band-{key}"
         readings = []
-        # Cara's band stopped talking 30 minutes ago: it shows as offline.
-        last_minute = 90 if key == "cara" else 120
-        for minute in range(0, last_minute):
+        # Cara's band went silent at a window boundary at least 30 minutes ago: it is offline.
+        until = utc_floor(now - timedelta(minutes=30), 15) if key == "cara" else now
+        for minute in range(int((until - start).total_seconds() // 60)):
             moment = start + timedelta(minutes=minute)
             for offset, kind in enumerate(
                 (VitalKind.TEMPERATURE, VitalKind.SPO2, VitalKind.HEART_RATE, VitalKind.RESP_RATE)
@@ -245,4 +252,48 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
         reason="body is not valid JSON: Expecting value: line 1 column 1 (char 0)",
     )
     session.commit()
+    out.smear_study_id = _analysed_smear(session, images=images, patient_id=out.patients["bert"])
     return out
+
+
+def _smear_png() -> bytes:
+    """A real blood-smear cell image (a myeloblast) from the shared data, or a synthetic one."""
+    files = sorted((WBC_DIR / "images").glob("myeloblast__*.png")) if WBC_DIR.is_dir() else []
+    if files:
+        return files[0].read_bytes()
+    yy, xx = np.mgrid[0:256, 0:256]
+    cell = np.exp(-(((xx - 128) / 50) ** 2 + ((yy - 128) / 50) ** 2))
+    rgb = np.stack([230 - 120 * cell, 200 - 150 * cell, 220 - 40 * cell], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _analysed_smear(session: Session, *, images: ImageStore, patient_id: int) -> int:
+    """Upload a smear for a patient and analyse it with the shipped ONNX model, as the API does.
+
+    Returns the study id (0 when no model is registered for microscopy).
+    """
+    registry = ModelRegistry.from_settings()
+    if not registry.find(modality=Modality.MICROSCOPY):
+        return 0
+    crud.register_device(session, device_id="scope-1", kind="microscope")
+    study, _ = store_study(
+        session,
+        images,
+        data=_smear_png(),
+        patient_id=patient_id,
+        device_id="scope-1",
+        modality="SM",
+        task="blood/wbc-types",
+    )
+    session.commit()
+    sessions = sessionmaker(bind=session.get_bind(), expire_on_commit=False)
+    analyse_study(
+        sessions,
+        images,
+        OnnxImageAnalysis(registry),
+        study.id,
+        dispatcher=AlertDispatcher(sessions),
+    )
+    return study.id

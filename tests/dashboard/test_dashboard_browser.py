@@ -309,6 +309,21 @@ def test_study_page_heatmap_toggle_and_model_version(
     assert response.body()[25] == 6  # PNG colour type 6: RGBA
 
 
+def test_smear_analysed_by_the_shipped_model_shows_its_card(
+    open_as: Callable[..., Any], served: Served
+) -> None:
+    # The seed uploads a blood smear for Bert and runs the platform's real ONNX step on it.
+    assert served.seeded.smear_study_id, "no microscopy model registered under models/"
+    page = open_as("ada")
+    page.goto(f"{served.url}/studies/{served.seeded.smear_study_id}")
+    page.wait_for_function("document.getElementById('study-image').naturalWidth > 0")
+    text = page.locator("main").inner_text()
+    assert "Microscopy" in text and "wbc-types-iomtnet_s-v1" in text
+    assert "Test accuracy" in text  # the held-out report of the model card
+    assert page.locator("#heatmap").count() == 1
+    shot(served, page, "study-smear-shipped-model")
+
+
 def test_alert_appears_live_and_is_acknowledged(
     open_as: Callable[..., Any], served: Served
 ) -> None:

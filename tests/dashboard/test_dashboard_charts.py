@@ -189,7 +189,28 @@ def test_operating_point_reads_the_cards_held_out_report() -> None:
     assert rows["Test specificity"] == "0.800"
     assert rows["Test AUC"] == "0.930 (95% CI 0.900\u20130.960)"
     assert rows["Test images"] == "180"
-    assert operating_point({"accuracy": 0.9}) == []
+    assert operating_point({}) == []
+    with_target = dict(operating_point(metrics, target_sensitivity=0.9))
+    assert with_target["Threshold chosen for"] == "sensitivity \u2265 0.90 on validation"
+
+
+def test_operating_point_of_a_multiclass_card_names_the_finding_class() -> None:
+    metrics = {
+        "n": 48,
+        "accuracy": 0.95,
+        "ci": {"accuracy": {"wilson": [0.86, 0.98]}},
+        "per_class": {
+            "myeloblast": {"recall": 0.9, "precision": 1.0, "ci": {"recall": [0.6, 0.98]}},
+        },
+    }
+    rows = dict(operating_point(metrics, label="myeloblast"))
+    assert rows["Test accuracy"] == "0.950 (95% CI 0.860\u20130.980)"
+    assert rows["Test recall (sensitivity) for myeloblast"] == "0.900 (95% CI 0.600\u20130.980)"
+    assert rows["Test precision for myeloblast"] == "1.000"
+    assert rows["Test images"] == "48"
+    assert "Test recall (sensitivity) for monocyte" not in dict(
+        operating_point(metrics, label="monocyte")
+    )
 
 
 def test_explain_reads_the_flcd_steps_explanation() -> None:

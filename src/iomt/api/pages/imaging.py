@@ -132,25 +132,63 @@ def _with_ci(report: Mapping[str, Any], name: str) -> str | None:
     return text
 
 
-def operating_point(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What the model card says about its frozen threshold on held-out test data.
-
-    Returns label/text pairs (sensitivity, specificity, AUC with their CIs, and the test
-    size), or nothing when the card has no binary report.
-    """
-    report = _find_report(metrics)
-    if report is None:
+def _class_rows(metrics: Mapping[str, Any], label: str) -> list[tuple[str, str]]:
+    """Held-out recall, precision and specificity of one class of a multi-class report."""
+    per_class = metrics.get("per_class")
+    stats = per_class.get(label) if isinstance(per_class, Mapping) else None
+    if not isinstance(stats, Mapping):
         return []
-    rows = [
-        (label, text)
-        for label, name in (
+    ci = stats.get("ci") if isinstance(stats.get("ci"), Mapping) else {}
+    rows = []
+    for title, name in (
+        ("recall (sensitivity)", "recall"),
+        ("precision", "precision"),
+        ("specificity", "specificity"),
+    ):
+        value = stats.get(name)
+        if not isinstance(value, int | float):
+            continue
+        text = f"{value:.3f}"
+        bounds = ci.get(name) if isinstance(ci, Mapping) else None
+        if isinstance(bounds, Sequence) and len(bounds) == 2:
+            text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
+        rows.append((f"Test {title} for {label}", text))
+    return rows
+
+
+def operating_point(
+    metrics: Mapping[str, Any],
+    *,
+    label: str | None = None,
+    target_sensitivity: float | None = None,
+) -> list[tuple[str, str]]:
+    """What the model card says about its decision rule on held-out test data.
+
+    A binary card gives sensitivity, specificity and AUC at its frozen threshold (and the
+    target sensitivity the threshold was chosen for); a multi-class card gives accuracy and,
+    for the finding's ``label``, recall, precision and specificity. Each with its 95% CI
+    where the card has one; nothing when the card holds no such report.
+    """
+    rows: list[tuple[str, str]] = []
+    if target_sensitivity is not None:
+        rows.append(
+            ("Threshold chosen for", f"sensitivity \u2265 {target_sensitivity:.2f} on validation")
+        )
+    report = _find_report(metrics)
+    names: tuple[tuple[str, str], ...]
+    if report is not None:
+        names = (
             ("Test sensitivity", "sensitivity"),
             ("Test specificity", "specificity"),
             ("Test AUC", "auc"),
         )
-        if (text := _with_ci(report, name)) is not None
-    ]
-    if isinstance(report.get("n"), int):
+    else:
+        report = metrics
+        names = (("Test accuracy", "accuracy"), ("Test macro F1", "macro_f1"))
+    rows += [(title, text) for title, name in names if (text := _with_ci(report, name))]
+    if report is metrics and label is not None:
+        rows += _class_rows(metrics, label)
+    if len(rows) > (target_sensitivity is not None) and isinstance(report.get("n"), int):
         rows.append(("Test images", str(report["n"])))
     return rows
 

@@ -46,15 +46,20 @@ def _readable_study(db: Session, user: web.PageUser, study_id: int) -> StudyRow 
     return study if access == 200 else access
 
 
-def _card_operating_point(request: Request, model_id: str) -> list[tuple[str, str]]:
-    """The held-out performance at the frozen threshold, from the model's registry card."""
+def _card_operating_point(request: Request, model_id: str, label: str) -> list[tuple[str, str]]:
+    """The held-out performance of the model's decision rule, from its registry card."""
     from iomt.inference.registry import ModelRegistry
 
     try:
         card = ModelRegistry.from_settings(context_of(request).settings).get(model_id).card
     except IomtError:
         return []
-    return operating_point(card.metrics)
+    target = getattr(card, "target_sensitivity", None)
+    return operating_point(
+        card.metrics,
+        label=label,
+        target_sensitivity=float(target) if isinstance(target, int | float) else None,
+    )
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
@@ -64,7 +69,7 @@ def study_page(request: Request, study_id: int, user: UserDep, db: DbDep) -> HTM
     if isinstance(study, int):
         return denied(request, user, db, study)
     view = to_study_view(study)
-    cards = {f.model_id: _card_operating_point(request, f.model_id) for f in view.findings}
+    cards = {f.id: _card_operating_point(request, f.model_id, f.label) for f in view.findings}
     patient = to_patient_info(crud.get_patient(db, patient_id=study.patient_id))
     audit(request, db, user, [study.patient_id])
     return render(
