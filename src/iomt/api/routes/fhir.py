@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,8 +25,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from iomt.api.context import context_of
-from iomt.api.deps import PrincipalDep, SessionDep, audit_reads, check_patient_access, forbidden
-from iomt.api.routes.uploads import commit_readings, dead_letter
+from iomt.api.deps import (
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    audit_reads,
+    check_patient_access,
+    forbidden,
+)
+from iomt.api.routes.uploads import dead_letter, notify_readings
 from iomt.domain.vitals import VITAL_SPECS, Reading, VitalKind
 from iomt.errors import ValidationError
 from iomt.ingest.payloads import MAX_PAYLOAD_BYTES, parse_batch
@@ -172,57 +180,76 @@ def _parse_resources(
     return readings, invalid, denied
 
 
-async def _accept(
-    request: Request, principal: PrincipalDep, session: Session, kind: str
-) -> tuple[dict[str, Any] | None, JSONResponse | None, int, str, bytes]:
+class _Refused(Exception):
+    """A request refused with an OperationOutcome."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """A device's FHIR POST: the JSON document, the device and its patient, the raw body."""
+
+    document: dict[str, Any]
+    patient_id: int
+    device_id: str
+    body: bytes
+
+
+async def _accept(request: Request, principal: Principal, kind: str) -> _Posted:
     if not principal.is_device or principal.device_id is None:
         raise forbidden("only devices post observations")
     if principal.patient_id is None:
-        return None, _outcome(409, [(kind, "the device is not bound to a patient")]), 0, "", b""
+        raise _Refused(_outcome(409, [(kind, "the device is not bound to a patient")]))
     body = await request.body()
     if len(body) > MAX_PAYLOAD_BYTES:
-        return None, _outcome(413, [(kind, f"body exceeds {MAX_PAYLOAD_BYTES} bytes")]), 0, "", b""
+        raise _Refused(_outcome(413, [(kind, f"body exceeds {MAX_PAYLOAD_BYTES} bytes")]))
     try:
         document = json.loads(body)
     except ValueError as exc:
-        return None, _outcome(422, [(kind, f"not JSON: {exc}")]), 0, "", b""
+        raise _Refused(_outcome(422, [(kind, f"not JSON: {exc}")])) from None
     if not isinstance(document, dict):
-        return None, _outcome(422, [(kind, "expected a JSON object")]), 0, "", b""
-    return document, None, principal.patient_id, principal.device_id, body
+        raise _Refused(_outcome(422, [(kind, "expected a JSON object")]))
+    return _Posted(document, principal.patient_id, principal.device_id, body)
 
 
 async def _store(
-    request: Request,
-    session: Session,
-    resources: list[Any],
-    *,
-    patient_id: int,
-    device_id: str,
-    prefix: str,
-    body: bytes,
-) -> tuple[JSONResponse | None, list[bool]]:
+    request: Request, session: Session, posted: _Posted, resources: list[Any], prefix: str
+) -> list[bool]:
+    """Validate and store the Observations (all or nothing); per resource: new or duplicate."""
     readings, invalid, denied = _parse_resources(
-        resources, patient_id=patient_id, device_id=device_id, prefix=prefix
+        resources, patient_id=posted.patient_id, device_id=posted.device_id, prefix=prefix
     )
     if denied:
-        return _outcome(403, denied), []
+        raise _Refused(_outcome(403, denied))
     if invalid:
         reason = "; ".join(f"{w}: {t}" for w, t in invalid[:20])
         await run_in_threadpool(
-            dead_letter, session, source="fhir", device_id=device_id, body=body, reason=reason
+            dead_letter,
+            session,
+            source="fhir",
+            device_id=posted.device_id,
+            body=posted.body,
+            reason=reason,
         )
-        return _outcome(422, invalid), []
+        raise _Refused(_outcome(422, invalid))
     context = context_of(request)
+    owner = {posted.device_id: posted.patient_id}
 
-    def store_each() -> list[bool]:
-        # One insert per Observation so that each entry's answer says new or duplicate.
-        return [commit_readings(context, session, [r], patient_id) == 1 for r in readings]
+    def store() -> list[bool]:
+        # One insert per Observation, so that each entry's answer says new or duplicate,
+        # and one commit for all.
+        new = [
+            crud.insert_readings(session, readings=[r], patient_id_by_device=owner) == 1
+            for r in readings
+        ]
+        session.commit()
+        notify_readings(context, posted.patient_id, readings)
+        return new
 
-    return None, await run_in_threadpool(store_each)
-
-
-def _entry_response(new: bool) -> dict[str, Any]:
-    return {"response": {"status": "201 Created" if new else "200 OK"}}
+    return await run_in_threadpool(store)
 
 
 @router.post("/Observation", responses={201: {"content": {FHIR_JSON: {}}}})
@@ -230,24 +257,12 @@ async def post_observation(
     request: Request, principal: PrincipalDep, session: SessionDep
 ) -> JSONResponse:
     """Store one vital-sign Observation from the device of its subject."""
-    document, error, patient_id, device_id, body = await _accept(
-        request, principal, session, "Observation"
-    )
-    if error is not None or document is None:
-        assert error is not None
-        return error
-    failure, results = await _store(
-        request,
-        session,
-        [document],
-        patient_id=patient_id,
-        device_id=device_id,
-        prefix="Observation",
-        body=body,
-    )
-    if failure is not None:
-        return failure
-    return JSONResponse(document, status_code=201 if results[0] else 200, media_type=FHIR_JSON)
+    try:
+        posted = await _accept(request, principal, "Observation")
+        [new] = await _store(request, session, posted, [posted.document], "Observation")
+    except _Refused as refused:
+        return refused.response
+    return JSONResponse(posted.document, status_code=201 if new else 200, media_type=FHIR_JSON)
 
 
 @router.post("", responses={200: {"content": {FHIR_JSON: {}}}})
@@ -255,37 +270,27 @@ async def post_bundle(
     request: Request, principal: PrincipalDep, session: SessionDep
 ) -> JSONResponse:
     """Store a ``batch`` or ``transaction`` Bundle of Observations (all or nothing)."""
-    document, error, patient_id, device_id, body = await _accept(
-        request, principal, session, "Bundle"
-    )
-    if error is not None or document is None:
-        assert error is not None
-        return error
     try:
-        bundle = Bundle.model_validate(document)
-    except pydantic.ValidationError as exc:
-        return _outcome(422, [("Bundle", _pydantic_text(exc))])
-    if bundle.type not in ("batch", "transaction", "collection"):
-        return _outcome(422, [("Bundle.type", "use batch, transaction or collection")])
-    entries = document.get("entry") or []
-    resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
-    if not resources:
-        return _outcome(422, [("Bundle.entry", "the bundle has no entries")])
-    failure, results = await _store(
-        request,
-        session,
-        resources,
-        patient_id=patient_id,
-        device_id=device_id,
-        prefix="Bundle.entry[{index}].resource",
-        body=body,
-    )
-    if failure is not None:
-        return failure
+        posted = await _accept(request, principal, "Bundle")
+        try:
+            bundle = Bundle.model_validate(posted.document)
+        except pydantic.ValidationError as exc:
+            raise _Refused(_outcome(422, [("Bundle", _pydantic_text(exc))])) from None
+        if bundle.type not in ("batch", "transaction", "collection"):
+            raise _Refused(_outcome(422, [("Bundle.type", "use batch, transaction or collection")]))
+        entries = posted.document.get("entry") or []
+        resources = [e.get("resource") if isinstance(e, dict) else None for e in entries]
+        if not resources:
+            raise _Refused(_outcome(422, [("Bundle.entry", "the bundle has no entries")]))
+        results = await _store(
+            request, session, posted, resources, "Bundle.entry[{index}].resource"
+        )
+    except _Refused as refused:
+        return refused.response
     reply = {
         "resourceType": "Bundle",
         "type": f"{bundle.type}-response" if bundle.type != "collection" else "batch-response",
-        "entry": [_entry_response(new) for new in results],
+        "entry": [{"response": {"status": "201 Created" if new else "200 OK"}} for new in results],
     }
     return JSONResponse(
         Bundle.model_validate(reply).model_dump(mode="json", exclude_none=True),

@@ -58,13 +58,20 @@ def commit_readings(
         session, readings=readings, patient_id_by_device=dict.fromkeys(device_ids, patient_id)
     )
     session.commit()
+    notify_readings(context, patient_id, readings)
+    return stored
+
+
+def notify_readings(context: AppContext, patient_id: int, readings: list[Reading]) -> None:
+    """After a commit: tell the readings hooks (triage) the patient's newest reading time."""
+    if not readings:
+        return
     newest = max(r.time for r in readings)
     for hook in context.on_readings:
         try:
             hook({patient_id: newest})
         except Exception:
             log.exception("readings hook failed")
-    return stored
 
 
 def _refusal(parsed: ParsedBatch) -> dict[str, Any]:
