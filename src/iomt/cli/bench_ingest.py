@@ -13,7 +13,9 @@ def ingest(
     batch: int = typer.Option(50, help="Readings per message."),
     readings: int = typer.Option(300_000, help="Readings per MQTT measurement (raw, mqtt)."),
     http_readings: int = typer.Option(60_000, help="Readings in the HTTP measurement."),
-    inflight: int = typer.Option(4, help="Unacknowledged messages per device at most."),
+    inflight: int | None = typer.Option(
+        None, help="Unacknowledged messages per device at most (default max(4, 200 // batch))."
+    ),
     publishers: int = typer.Option(2, help="Publisher processes."),
     transports: str = typer.Option("raw,mqtt,http", help="Comma-separated: raw, mqtt, http."),
     data_dir: Path | None = typer.Option(None, help="Where the bench databases go (default: tmp)."),

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class BenchConfig:
     http_readings
         Readings sent in the HTTP measurement.
     inflight
-        Unacknowledged messages per device at most.
+        Unacknowledged messages per device at most; default ``max(4, 200 // batch)`` (a
+        device buffers about 200 unacknowledged readings).
     raw_factor
         The raw-broker measurement sends this many times ``readings`` (it is much faster, and
         a rate needs a run of some seconds).
@@ -72,7 +73,7 @@ class BenchConfig:
     batch: int = 50
     readings: int = 300_000
     http_readings: int = 60_000
-    inflight: int = 4
+    inflight: int | None = None
     raw_factor: int = 3
     publishers: int = 2
     transports: tuple[str, ...] = ("raw", "mqtt", "http")
@@ -518,6 +519,8 @@ def _measure_stored(cfg: BenchConfig, root: Path, transport: str) -> dict[str, A
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the configured measurements; returns one JSON-ready dict."""
+    if cfg.inflight is None:
+        cfg = replace(cfg, inflight=max(4, 200 // cfg.batch))
     root = Path(tempfile.mkdtemp(prefix="iomt-bench-", dir=cfg.data_dir))
     report: dict[str, Any] = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
