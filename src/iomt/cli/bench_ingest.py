@@ -14,7 +14,7 @@ def ingest(
     readings: int = typer.Option(300_000, help="Readings per MQTT measurement (raw, mqtt)."),
     http_readings: int = typer.Option(60_000, help="Readings in the HTTP measurement."),
     inflight: int | None = typer.Option(
-        None, help="Unacknowledged messages per device at most (default max(4, 200 // batch))."
+        None, help="Unacknowledged messages per device at most (default max(4, 400 // batch))."
     ),
     publishers: int = typer.Option(2, help="Publisher processes."),
     transports: str = typer.Option("raw,mqtt,http", help="Comma-separated: raw, mqtt, http."),

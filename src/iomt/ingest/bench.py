@@ -60,8 +60,8 @@ class BenchConfig:
     http_readings
         Readings sent in the HTTP measurement.
     inflight
-        Unacknowledged messages per device at most; default ``max(4, 200 // batch)`` (a
-        device buffers about 200 unacknowledged readings).
+        Unacknowledged messages per device at most; default ``max(4, 400 // batch)`` (a
+        device buffers about 400 unacknowledged readings).
     raw_factor
         The raw-broker measurement sends this many times ``readings`` (it is much faster, and
         a rate needs a run of some seconds).
@@ -520,7 +520,7 @@ def _measure_stored(cfg: BenchConfig, root: Path, transport: str) -> dict[str, A
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the configured measurements; returns one JSON-ready dict."""
     if cfg.inflight is None:
-        cfg = replace(cfg, inflight=max(4, 200 // cfg.batch))
+        cfg = replace(cfg, inflight=max(4, 400 // cfg.batch))
     root = Path(tempfile.mkdtemp(prefix="iomt-bench-", dir=cfg.data_dir))
     report: dict[str, Any] = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
