@@ -321,6 +321,8 @@ def test_smear_analysed_by_the_shipped_model_shows_its_card(
     assert "Microscopy" in text and "wbc-types-iomtnet_s-v1" in text
     assert "Test accuracy" in text  # the held-out report of the model card
     assert page.locator("#heatmap").count() == 1
+    page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
+    page.wait_for_timeout(300)  # the CSS transition
     shot(served, page, "study-smear-shipped-model")
 
 

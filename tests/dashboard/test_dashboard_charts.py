@@ -7,6 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from iomt.api.pages.charts import (
@@ -18,6 +19,7 @@ from iomt.api.pages.charts import (
     time_ticks,
 )
 from iomt.api.pages.imaging import operating_point
+from iomt.api.pages.overlay import colourise
 from iomt.api.pages.patient import downsample
 from iomt.api.pages.verdicts import explain
 from iomt.api.pages.ward import WardRow, urgency_key
@@ -251,3 +253,17 @@ def test_downsample_keeps_extremes_within_the_limit() -> None:
     assert min(values) == 81.0 and max(values) == 100.0
     assert [p.time for p in reduced] == sorted(p.time for p in reduced)
     assert downsample(points[:10], start=T0, end=T0 + timedelta(days=1)) == points[:10]
+
+
+def test_heatmap_overlay_is_see_through_with_an_outlined_hot_region() -> None:
+    yy, xx = np.mgrid[0:64, 0:64]
+    heat = np.round(255 * np.exp(-(((xx - 20) / 8.0) ** 2 + ((yy - 30) / 8.0) ** 2)))
+    rgba = colourise(heat.astype(np.uint8))
+    assert rgba.shape == (64, 64, 4)
+    assert rgba[0, 63, 3] == 0  # cold corner: fully transparent
+    assert 0 < rgba[30, 20, 3] < 255  # hot centre: coloured, see-through
+    outline = (rgba[..., 3] == 255) & (rgba[..., :3].sum(axis=-1) == 3 * 255)
+    rows, cols = np.nonzero(outline)
+    assert outline.any() and 10 < cols.mean() < 30 and 20 < rows.mean() < 40
+    assert not outline[:, 50:].any()  # no wrap-around to the far edge
+    assert not colourise(np.zeros((8, 8), dtype=np.uint8))[..., 3].any()
