@@ -109,6 +109,8 @@ def patient_page(
 @router.get("/me", response_class=HTMLResponse, response_model=None)
 def self_view(request: Request, user: UserDep, db: DbDep, hours: int = 24) -> Response:
     """A patient's own page."""
-    if user.role != "patient" or user.patient_id is None:
+    if user.role != "patient":
         return RedirectResponse(web.home_for(user), status_code=303)
+    if user.patient_id is None:  # the patient record was removed: nothing to show
+        return denied(request, user, db, 404)
     return _patient_response(request, user, db, user.patient_id, hours, self_view=True)
