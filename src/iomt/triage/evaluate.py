@@ -2,9 +2,10 @@
 
 Models: FLCD type-1 with the published parameters (no fitting), FLCD type-1 and type-2 with
 thresholds learned per fold, FLCD type-1 with the paper's KNN-wrapper weights, NEWS2
-(partial: RR, SpO2, pulse, temperature) mapped to the four levels, and the paper's baselines
-from scikit-learn (SVM, naive Bayes, KNN, decision tree, logistic regression; median
-imputation and standardisation in a pipeline). Out-of-fold predictions of all folds are
+(partial: RR, SpO2, pulse, temperature) mapped to the four levels, the paper's baselines
+from scikit-learn (SVM, naive Bayes, KNN, decision tree, logistic regression) and, for
+context, a random forest and gradient boosting (median imputation and standardisation in a
+pipeline). Out-of-fold predictions of all folds are
 pooled and scored once with :func:`iomt.evaluation.metrics.multiclass_report` (Wilson and
 bootstrap 95% CIs). scikit-learn and matplotlib are imported inside the functions.
 """
@@ -74,6 +75,7 @@ def _news2_partial(columns: list[str]) -> Fitter:
 
 def _sklearn(name: str, seed: int) -> Fitter:
     def run(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.naive_bayes import GaussianNB
@@ -89,6 +91,8 @@ def _sklearn(name: str, seed: int) -> Fitter:
             "knn": KNeighborsClassifier(n_neighbors=5),
             "decision_tree": DecisionTreeClassifier(random_state=seed),
             "logistic_regression": LogisticRegression(max_iter=2000),
+            "random_forest": RandomForestClassifier(200, random_state=seed, n_jobs=1),
+            "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
         }
         model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), models[name])
         model.fit(x_tr, y_tr)
@@ -147,6 +151,9 @@ def model_zoo(columns: list[str], seed: int) -> dict[str, Fitter]:
         "news2_partial": _news2_partial(columns),
     }
     for name in ("svm", "naive_bayes", "knn", "decision_tree", "logistic_regression"):
+        zoo[name] = _sklearn(name, seed)
+    # stronger learners than the paper's, for context
+    for name in ("random_forest", "gradient_boosting"):
         zoo[name] = _sklearn(name, seed)
     return zoo
 
