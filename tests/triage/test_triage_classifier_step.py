@@ -139,3 +139,14 @@ def test_tiny_cross_validation_runs_and_reports_cis() -> None:
         assert lo <= r[key] <= hi
     assert r["micro_f1"] == r["accuracy"]
     assert "flcd_t2" in markdown_table(reports)
+
+
+def test_fit_with_knn_wrapper_weights_rescales_the_rule_set(data) -> None:  # type: ignore[no-untyped-def]
+    clf = FLCDClassifier(weights="knn").fit(data.X[:600], data.y[:600])
+    assert clf.weight_table_ is not None and len(clf.weight_table_["w"]) == 5
+    assert np.allclose(clf.feature_weights_, clf.weight_table_["w"])
+    w = clf.feature_weights_
+    bounds = [hi for _, hi in clf.engine_.ruleset.verdict.ranges]
+    # critical weight is half of each 4-term total (3/6, 5/10, 0.5/1, 6/12) plus contact's
+    assert bounds[-1] == pytest.approx(0.5 * w[:4].sum() + w[4])
+    assert clf.predict(data.X[600:700]).shape == (100,)

@@ -185,3 +185,12 @@ def test_batch_equals_row_by_row_and_chunking() -> None:
         small = FuzzyEngine(RS, kind, chunk=7).verdict_value(x)  # type: ignore[arg-type]
         assert np.allclose(big, small, atol=1e-12)
         assert np.isfinite(big).all()
+
+
+def test_global_normalisation_lets_the_lightest_feature_cap_every_rule() -> None:
+    x = np.array([[96.5, 14.0, 80.0, 97.5, 0.0]])  # crisp: only rule nnnnn fires
+    per_input = FuzzyEngine(RS, "t1").infer(x).consequent_strength[0]
+    glob = FuzzyEngine(RS, "t1", normalisation="global").infer(x).consequent_strength[0]
+    assert per_input.tolist() == [1.0, 0.0, 0.0, 0.0]
+    # weights 6, 10, 1, 12, 1: min over w*phi / 12 = 1/12
+    assert glob.tolist() == pytest.approx([1 / 12, 0.0, 0.0, 0.0])
