@@ -263,3 +263,80 @@ def test_mosquitto_gateway_kill9_gets_queued_messages_redelivered(tmp_path: Path
         time.sleep(0.2)
         cleanup.disconnect()
         cleanup.loop_stop()
+
+
+def _private_mosquitto(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    import shutil
+    import socket
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    store = tmp_path / "mosquitto-store"
+    store.mkdir(exist_ok=True)
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        f"persistence true\npersistence_location {store}/\nlog_dest none\n"
+    )
+    proc = subprocess.Popen([binary, "-c", str(conf)])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None, "mosquitto exited"
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.05)
+
+
+@pytest.mark.mosquitto
+def test_broker_restart_keeps_the_gateway_session_and_queued_messages(tmp_path: Path) -> None:
+    import shutil
+    import socket
+
+    if not Path(shutil.which("mosquitto") or "/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    device_id = f"mr-{uuid.uuid4().hex[:8]}"
+    _seed(tmp_path, [device_id])
+    broker = _private_mosquitto(tmp_path, port)
+    flags = ("--mqtt-url", f"mqtt://127.0.0.1:{port}", "--gateway-client-id", "gw-restart")
+    gateway, _ = _start_server(tmp_path, *flags)
+    try:
+        device = _Device(device_id, None, port, f"{device_id}-1")
+        for n in range(50):
+            device.publish(n)
+        _wait(lambda: len(device.acked) == 50)
+        _kill9(gateway)
+        for n in range(50, 150):  # queued for the (offline) gateway session
+            device.publish(n)
+        _wait(lambda: len(device.acked) == 150)
+        device.close()
+        broker.terminate()  # clean broker restart: Mosquitto saves its persistence file
+        broker.wait(timeout=10)
+        broker = _private_mosquitto(tmp_path, port)
+        gateway, _ = _start_server(tmp_path, *flags)
+
+        def stored_all(count: int) -> bool:
+            return _stored(tmp_path)[0].get(device_id, set()) == set(range(count * BATCH))
+
+        _wait(lambda: stored_all(150), timeout=30)
+        # a second broker restart while the gateway stays up: it reconnects by itself
+        broker.terminate()
+        broker.wait(timeout=10)
+        broker = _private_mosquitto(tmp_path, port)
+        device = _Device(device_id, None, port, f"{device_id}-2")
+        for n in range(150, 200):
+            device.publish(n)
+        _wait(lambda: len(device.acked) == 50)
+        device.close()
+        _wait(lambda: stored_all(200), timeout=30)
+        assert _stored(tmp_path)[1] == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.terminate()
+            gateway.wait(timeout=10)
+        broker.terminate()
+        broker.wait(timeout=10)
