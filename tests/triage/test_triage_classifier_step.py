@@ -117,6 +117,9 @@ def test_live_step_verdicts_with_news2() -> None:
     assert v2.missing == ["spo2"] and v2.aggregates["spo2"] is None
     assert v2.news2_partial is True
     assert step.assess([]) == []
+    (blind,) = step.assess([_window(3, {VitalKind.PROXIMITY: [3.0]})])
+    assert blind.level is TriageLevel.NORMAL and "note" in blind.explanation
+    assert blind.missing == ["temperature", "resp_rate", "heart_rate", "spo2"]
     assert FLCDTriageStep(FLCDClassifier(type="t2")).name == "flcd-t2/flcd-2021-v1"
 
 

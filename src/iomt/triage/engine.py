@@ -269,6 +269,13 @@ class FuzzyEngine:
         return (f_up if self.kind == "t1" else fire(lo)), f_up
 
     def _infer_chunk(self, x: np.ndarray) -> Inference:
+        if x.shape[0] == 0:
+            return Inference(
+                value=np.zeros(0),
+                memberships=[np.zeros((0, len(spec.terms))) for spec in self.ruleset.inputs],
+                consequent_strength=np.zeros((0, self._n_out)),
+                interval=None if self.kind == "t1" else np.zeros((0, 2)),
+            )
         lo, up = self.fuzzify(x)
         s_up = self._strongest(up)
         if self.kind == "t1":

@@ -4,6 +4,11 @@
 call aggregates every window (:mod:`iomt.triage.windowing`), runs the engine once over the
 batch and attaches NEWS2: full when systolic BP, consciousness and supplemental O2 were also
 entered for the window (their last value counts), partial otherwise.
+
+A missing sign is read as unknown (it may be anything, which leans the verdict upwards). A
+window with none of the four vital signs (only proximity, or nothing) would then come out
+"serious" on no evidence; such windows are read with missing signs as normal instead and
+say so in the explanation (``"note"``), so a wearable taken off does not raise an alert.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from iomt.domain.analysis import TriageVerdict, WindowVitals
 from iomt.domain.triage import TriageLevel
 from iomt.domain.vitals import VitalKind
 from iomt.triage.classifier import FLCDClassifier
-from iomt.triage.engine import EngineType
+from iomt.triage.engine import EngineType, FuzzyEngine
 from iomt.triage.news2 import news2
+from iomt.triage.ruleset import VERDICT_TERMS, category_of
 from iomt.triage.windowing import INPUT_KINDS, WindowSpec, aggregate_arrays, last_value, pad_windows
 
 
@@ -45,6 +51,9 @@ class FLCDTriageStep:
         self.top_rules = top_rules
         engine, _ = self.classifier._engine()
         self.name = engine.method
+        self._blind_engine = FuzzyEngine(
+            engine.ruleset, engine.kind, missing="normal", normalisation=engine.normalisation
+        )
         self._columns = [list(INPUT_KINDS).index(n) for n in engine.ruleset.input_names]
 
     def assess(self, windows: Sequence[WindowVitals]) -> list[TriageVerdict]:
@@ -55,6 +64,18 @@ class FLCDTriageStep:
         x_all, missing = aggregate_arrays(raw, self.window)
         x = x_all[:, self._columns]
         explained = self.classifier.explain(x, top=self.top_rules)
+        vital_cols = [i for i, n in enumerate(INPUT_KINDS) if n != "social_contact"]
+        blind = np.isnan(x_all[:, vital_cols]).all(axis=1)
+        if blind.any():
+            _, cuts = self.classifier._engine()
+            values = self._blind_engine.verdict_value(x[blind])
+            for row, value, level in zip(
+                np.flatnonzero(blind).tolist(), values, category_of(values, cuts), strict=True
+            ):
+                explained[row]["value"] = float(value)
+                explained[row]["level"] = VERDICT_TERMS[int(level)]
+                explained[row]["rules"] = []
+                explained[row]["note"] = "no vital-sign readings in this window: not informative"
         names = list(INPUT_KINDS)
         idx = {name: names.index(name) for name in names}
         score = news2(
@@ -81,6 +102,7 @@ class FLCDTriageStep:
                     aggregates=aggregates,
                     missing=absent,
                     explanation={
+                        **({"note": info["note"]} if "note" in info else {}),
                         "categories": info["categories"],
                         "rules": info["rules"],
                         "memberships": info["memberships"],
