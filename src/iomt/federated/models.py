@@ -2,11 +2,13 @@
 
 Qayyum et al. (arXiv 2101.07511, section III-B2) stack one extra convolutional layer and three
 fully connected layers on VGG16 before its output layer, on grayscale 256x256 inputs. Here the
-convolutional base is torchvision's ``vgg16`` built with ``weights=None`` (nothing is
-downloaded) and its first convolution takes one channel. An adaptive 4x4 pooling after the
-extra conv keeps the head's size independent of the input size, so a tiny input can be used in
-tests. The experiment defaults to a light model instead (see ``experiment``); this one is for
-sites with the compute for it.
+convolutional base is torchvision's VGG16 conv stack with random weights (nothing is
+downloaded): ``torchvision.models.vgg.make_layers`` with VGG16's configuration, which is what
+``vgg16(weights=None).features`` is, without building the 120 M-parameter classifier that this
+model replaces anyway. Its first convolution takes one channel. An adaptive 4x4 pooling after
+the extra conv keeps the head's size independent of the input size, so a tiny input can be
+used in tests. The experiment defaults to a light model instead (see ``experiment``); this
+one is for sites with the compute for it.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ class PaperVGG(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models import vgg
 
-        base = vgg16(weights=None).features
+        # torchvision's own VGG16 conv stack (what ``vgg16(weights=None).features`` is), built
+        # without the 120 M-parameter classifier this model replaces anyway.
+        base = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)
         first = base[0]
         assert isinstance(first, nn.Conv2d)
         base[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
