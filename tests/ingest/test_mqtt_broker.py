@@ -214,3 +214,28 @@ async def test_plain_broker_routes_to_subscribers_and_answers_pings() -> None:
             c.loop_stop()
     finally:
         await broker.stop()
+
+
+async def test_qos0_flood_is_throttled_by_back_pressure_and_fully_stored(seeded: Seeded) -> None:
+    runtime = IngestRuntime(seeded.settings, seeded.sessions, triage_step=False, max_backlog=300)
+    await runtime.start()
+    try:
+        port = runtime.mqtt_port
+        assert port
+        client = _client("wear-2", seeded.secrets["wear-2"])
+        assert not (await _connect(client, port)).is_failure
+        for i in range(200):
+            client.publish("iomt/devices/wear-2/readings", _batch(range(i * 20, i * 20 + 20)))
+
+        def stored() -> int:
+            with seeded.sessions() as session:
+                return count_readings(session)
+
+        await wait_until(lambda: stored() == 4000, timeout=30)
+        client.disconnect()
+        client.loop_stop()
+        assert runtime.broker is not None
+        assert runtime.broker.stats["pauses"] >= 1
+        assert not runtime.broker.paused
+    finally:
+        await runtime.stop()

@@ -295,7 +295,14 @@ class MqttBroker:
         self._subscribers: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive_task: asyncio.Task[None] | None = None
-        self.stats = {"connects": 0, "refused_connects": 0, "publishes": 0, "refused_publishes": 0}
+        self.paused = False
+        self.stats = {
+            "connects": 0,
+            "refused_connects": 0,
+            "publishes": 0,
+            "refused_publishes": 0,
+            "pauses": 0,
+        }
 
     async def start(self) -> None:
         """Start listening."""
@@ -326,6 +333,25 @@ class MqttBroker:
     def connection_count(self) -> int:
         """Number of open client connections."""
         return len(self._connections)
+
+    def pause(self) -> None:
+        """Stop reading from every client (back-pressure while the store catches up)."""
+        if self.paused:
+            return
+        self.paused = True
+        self.stats["pauses"] += 1
+        for conn in self._connections:
+            if conn.connected and conn.transport is not None and not conn.closed:
+                conn.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from every client again."""
+        if not self.paused:
+            return
+        self.paused = False
+        for conn in self._connections:
+            if conn.connected and conn.transport is not None and not conn.closed:
+                conn.transport.resume_reading()
 
     # -- callbacks from connections ---------------------------------------------------------
     async def _on_connect(self, conn: Connection, packet: codec.Connect) -> None:
@@ -361,7 +387,7 @@ class MqttBroker:
         self._by_client_id[client_id] = conn
         self.stats["connects"] += 1
         conn.send(codec.encode_connack(False, codec.ACCEPTED))
-        if conn.transport is not None:
+        if conn.transport is not None and not self.paused:
             conn.transport.resume_reading()
         if conn.buffer:
             conn.data_received(b"")  # packets that arrived right behind the CONNECT

@@ -49,6 +49,10 @@ class IngestRuntime:
         How often the timer closes the windows of silent devices.
     gateway_client_id
         MQTT client id of the gateway (external broker): its persistent session lives there.
+    max_backlog
+        Readings queued for the writer at most: above it the embedded broker stops reading
+        from its clients until half of it is committed (QoS 1 devices are also limited by
+        their own in-flight window; this bounds memory under QoS 0 floods).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class IngestRuntime:
         alerts: Any = None,
         triage_tick_s: float = 5.0,
         gateway_client_id: str = "iomt-gateway",
+        max_backlog: int = 200_000,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -71,6 +76,7 @@ class IngestRuntime:
         self._alerts = alerts
         self._triage_tick_s = triage_tick_s
         self._gateway_client_id = gateway_client_id
+        self.max_backlog = max_backlog
 
     @property
     def mqtt_port(self) -> int | None:
@@ -113,6 +119,7 @@ class IngestRuntime:
                 port=self.settings.mqtt_port,
             )
             await self.broker.start()
+            self.service.after_commit.append(self._maybe_resume)
 
     async def stop(self) -> None:
         """Stop taking messages, commit what is queued, stop the scheduler."""
@@ -141,6 +148,7 @@ class IngestRuntime:
     ) -> None:
         if packet_id is None:
             self.service.submit(device_id, payload, source="mqtt", topic=readings_topic(device_id))
+            self._maybe_pause()
             return
 
         def done(ok: bool) -> None:
@@ -152,6 +160,19 @@ class IngestRuntime:
         self.service.submit(
             device_id, payload, done=done, source="mqtt", topic=readings_topic(device_id)
         )
+        self._maybe_pause()
+
+    def _maybe_pause(self) -> None:
+        if self.broker is not None and self.service.backlog > self.max_backlog:
+            self.broker.pause()
+
+    def _maybe_resume(self) -> None:
+        if (
+            self.broker is not None
+            and self.broker.paused
+            and self.service.backlog <= self.max_backlog // 2
+        ):
+            self.broker.resume()
 
     def _on_refused(self, refused: RefusedPublish) -> None:
         self.service.dead_letter(

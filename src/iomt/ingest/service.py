@@ -122,6 +122,8 @@ class IngestService:
         self.patient_cache_s = patient_cache_s
         self.metrics = IngestMetrics()
         self.on_commit: list[CommitHook] = []
+        #: Called on the event loop after every commit (e.g. to lift back-pressure).
+        self.after_commit: list[Callable[[], None]] = []
         self._queue: deque[_Item] = deque()
         self._queued_readings = 0
         self._wakeup: asyncio.Event | None = None
@@ -299,6 +301,8 @@ class IngestService:
             for item in group:
                 if item.done is not None:
                     item.done(True)
+            for after in self.after_commit:
+                after()
             if newest:
                 for hook in self.on_commit:
                     try:
