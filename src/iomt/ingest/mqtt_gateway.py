@@ -74,7 +74,7 @@ class MqttGateway:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
-    async def start(self, timeout_s: float = 10.0) -> None:
+    async def start(self, timeout_s: float = 30.0) -> None:
         """Connect, subscribe and wait until the subscription is acknowledged."""
         self._loop = asyncio.get_running_loop()
         self.client.connect_async(self.host, self.port, keepalive=30)
