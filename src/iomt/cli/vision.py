@@ -130,6 +130,20 @@ def export_cmd(
     typer.echo(json.dumps({k: card[k] for k in ("id", "task", "sha256", "size_bytes", "latency")}))
 
 
+@app.command("card")
+def card_cmd(
+    model_dir: Path = typer.Option(..., "--dir", help="Model folder with card.json."),
+    notes: Path | None = typer.Option(None, help="Markdown file appended to MODEL_CARD.md."),
+) -> None:
+    """Re-render MODEL_CARD.md from card.json (e.g. after an int8 variant was recorded)."""
+    from iomt.vision.cards import render_model_card
+
+    card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
+    text = notes.read_text(encoding="utf-8") if notes is not None else ""
+    (model_dir / "MODEL_CARD.md").write_text(render_model_card(card, text), encoding="utf-8")
+    typer.echo(f"wrote {model_dir / 'MODEL_CARD.md'}")
+
+
 @app.command("report")
 def report_cmd(
     run: Path = typer.Option(..., help="Run folder written by `iomt vision train`."),

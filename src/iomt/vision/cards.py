@@ -157,6 +157,22 @@ def target_lines(task: str, metrics: dict[str, Any]) -> list[str]:
     return out
 
 
+def variant_lines(card: dict[str, Any]) -> list[str]:
+    """Markdown lines for the quantised variants recorded in the card (may be none)."""
+    lines = []
+    for name, v in (card.get("variants") or {}).items():
+        lines.append(
+            f"- Variant `{name}` (`{v.get('file')}`, sha256 `{v.get('sha256')}`): "
+            f"{'used by the service' if v.get('use') else 'NOT used'}; "
+            + ", ".join(
+                f"{k} {val:.4g}" if isinstance(val, float) else f"{k} {val}"
+                for k, val in (v.get("metrics") or {}).items()
+                if isinstance(val, int | float | str)
+            )
+        )
+    return ["## Quantised variants", *lines, ""] if lines else []
+
+
 def render_model_card(card: dict[str, Any], notes: str = "") -> str:
     """The ``MODEL_CARD.md`` text of an exported model."""
     m = card["metrics"]
@@ -201,6 +217,7 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
         f"- Papers: {PAPER_FIGURES.get(card['task'], 'no published figure')}",
         *target_lines(card["task"], m),
         "",
+        *variant_lines(card),
         "## Latency",
         f"ONNX Runtime CPU, batch 1, {lat.get('threads')} threads: p50 {lat.get('p50_ms')} ms, "
         f"p90 {lat.get('p90_ms')} ms ({lat.get('note', '')}).",
