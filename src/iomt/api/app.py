@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iomt.alerts.dispatch import AlertDispatcher
+from iomt.alerts.dispatch import AlertDispatcher, dispatcher_from_settings
 from iomt.alerts.feed import AlertFeed
 from iomt.api.context import AppContext, app_context
 from iomt.api.pages import mount_pages
@@ -155,7 +155,8 @@ def create_app(
     engine
         An engine to use instead of migrating ``settings.resolved_database_url`` here.
     alert_feed, dispatcher
-        Live feed and alert dispatcher to share with other parts of the process.
+        Live feed and alert dispatcher to share with other parts of the process; None: a
+        dispatcher with the channels the settings configure (webhook, e-mail).
     start_ingest
         Start the ingest runtime (MQTT broker or gateway, triage scheduler) with the app.
     """
@@ -171,7 +172,7 @@ def create_app(
         image_step=image_step or default_image_step(settings),
         triage_step=triage_step,
         alert_feed=feed,
-        alerts=dispatcher or AlertDispatcher(sessions, feed=feed),
+        alerts=dispatcher or dispatcher_from_settings(settings, sessions, feed=feed),
     )
 
     @asynccontextmanager
