@@ -141,6 +141,8 @@ def test_dp_wrapper_clips_updates_and_epsilon_is_reported() -> None:
     assert gdp_delta(eps, np.sqrt(10)) == pytest.approx(1e-5, rel=1e-4)
     assert gaussian_epsilon(2.0, 10) < eps < gaussian_epsilon(1.0, 20)
     assert composed_epsilon([1.0] * 10) == pytest.approx(eps)
+    big = gaussian_epsilon(0.01, 8, 1e-5)  # little noise: a huge but finite epsilon
+    assert 1000 < big < np.inf
     # The tight GDP value is below the classic Renyi-DP bound.
     alphas = np.linspace(1.01, 200, 20000)
     rdp = np.min(10 * alphas / 2 + np.log(1e5) / (alphas - 1))

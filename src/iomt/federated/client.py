@@ -35,8 +35,9 @@ class SiteClient(NumPyClient):
     site_id
         Number of the site, used only to vary the local seed.
     poison
-        Test hook for the robustness experiment: if non-zero, the site replaces its update by
-        ``-poison x`` its update (a sign-flipping, scaled attack). Never set in production.
+        For robustness experiments only: if non-zero, the site acts as an attacker and sends
+        ``-poison x`` its update (a sign-flipping, scaled model-poisoning attack). The CLI
+        never sets it.
     """
 
     def __init__(

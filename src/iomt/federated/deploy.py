@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,6 @@ class ServerOptions:
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     round_timeout: float | None = 900.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_server(opts: ServerOptions) -> dict[str, Any]:

@@ -20,9 +20,9 @@ def gdp_delta(epsilon: float, mu: float) -> float:
     """The delta at which a ``mu``-GDP mechanism is (epsilon, delta)-DP."""
     from scipy.stats import norm
 
-    return float(
-        norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2)
-    )
+    # exp(eps) * Phi(b) computed in log space: exp(eps) alone overflows for large epsilon
+    second = math.exp(min(700.0, epsilon + float(norm.logcdf(-epsilon / mu - mu / 2))))
+    return float(norm.cdf(-epsilon / mu + mu / 2) - second)
 
 
 def effective_noise_multiplier(noise_multiplier: float, n_sampled: int, max_weight: float) -> float:
@@ -74,4 +74,6 @@ def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float = 1e-5) 
     hi = 1.0
     while gdp_delta(hi, mu) > delta:
         hi *= 2.0
+        if hi > 1e7:  # no meaningful guarantee
+            return math.inf
     return float(brentq(lambda e: gdp_delta(e, mu) - delta, 0.0, hi, xtol=1e-10))
