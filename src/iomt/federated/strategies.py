@@ -110,6 +110,9 @@ class ClusteredFedAvg(FedAvg):
         """Algorithm 1 on the results of this round."""
         if not results or (failures and not self.accept_failures):
             return None, {}
+        # Flower samples sites in random order; aggregate in id order so the float sums and
+        # hence the runs are reproducible
+        results = sorted(results, key=lambda r: r[0].cid)
         models = [parameters_to_ndarrays(res.parameters) for _, res in results]
         weights = [float(res.num_examples) for _, res in results]
         clusters = self.clusters_of(server_round, results)
