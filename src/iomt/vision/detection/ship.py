@@ -74,6 +74,9 @@ def export_checkpoint(
     (model_dir / "test_files.txt").write_text("\n".join(test_files) + "\n")
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     hist = ckpt["history"]
+    own: dict[str, Any] = next(
+        (r for r in hist["epochs"] if int(r["epoch"]) == int(ckpt["epoch"])), {}
+    )
     card: dict[str, Any] = {
         "id": model_id,
         "task": task.name,
@@ -98,8 +101,10 @@ def export_checkpoint(
         "training": {
             "config": cfg,
             "epochs_run": len(hist["epochs"]),
-            "best_epoch": hist["best_epoch"],
-            "val_map50": hist["best_map50"],
+            "epoch": int(ckpt["epoch"]),
+            "checkpoint": checkpoint.name,
+            "val_map50": own.get("val_map50"),
+            "val_map": own.get("val_map"),
             "cpu_minutes": round(hist.get("cpu_seconds", 0.0) / 60, 1),
             "split_sizes": {k: len(v) for k, v in ckpt["split"].items()},
         },
@@ -157,8 +162,9 @@ def model_card_markdown(card: dict[str, Any], report: dict[str, Any]) -> str:
         "```",
         f"- {train['epochs_run']} epochs, batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} "
         f"(warm-up, cosine), {cfg['img_size']} px, box-aware flips/scale/translate; "
-        f"{train['cpu_minutes']} CPU minutes. Best val mAP@0.5 {_f(train['val_map50'])} at "
-        f"epoch {train['best_epoch']} (checkpoint kept).",
+        f"{train['cpu_minutes']} CPU minutes. Shipped checkpoint: epoch {train['epoch']} "
+        f"of `{train['checkpoint']}` (val mAP@0.5 {_f(train['val_map50'])}, val mAP "
+        f"{_f(train['val_map'])}; `best.pt` = best val mAP@0.5, `last.pt` = last epoch).",
         f"- Operating threshold {_f(card['threshold'], 2)}: {card['threshold_rule']}.",
         "",
         f"## Held-out test metrics (ONNX Runtime, {m['subset']}, n = {m['n']} images)",

@@ -2,10 +2,10 @@
 
 The split is train / val / test by ``group_id`` (:func:`iomt.vision.data.train_val_test_split`,
 stratified by the set of classes present in each image). Each epoch ends with a checkpoint
-(``last.pt``); the epoch with the best validation mAP@0.5 is also kept as ``best.pt``. A run
-stops at ``epochs`` or when ``budget_min`` CPU minutes (all threads) or ``wall_min`` wall
-minutes are spent, whichever is first (the cosine schedule follows the budget, so it still
-anneals), and ``resume=True`` continues from ``last.pt`` (optimizer included).
+(``last.pt``); the epoch with the best validation mAP@0.5 (ties: mAP@0.5:0.95) is kept as
+``best.pt``. A run stops at ``epochs`` or when ``budget_min`` CPU minutes (all threads) or
+``wall_min`` wall minutes are spent, whichever is first (the cosine schedule follows the
+budget, so it still anneals), and ``resume=True`` continues from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class History:
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_map50: float = -1.0
+    best_map: float = -1.0
     best_epoch: int = -1
     seconds: float = 0.0
     cpu_seconds: float = 0.0
@@ -270,8 +271,9 @@ def train_detector(
                 for side in ("train", "val", "test")
             },
         }
-        if row.get("val_map50", -1.0) > history.best_map50:
-            history.best_map50, history.best_epoch = row["val_map50"], epoch
+        score = (row.get("val_map50", -1.0), row.get("val_map", -1.0))
+        if "val_map50" in row and score > (history.best_map50, history.best_map):
+            history.best_map50, history.best_map, history.best_epoch = (*score, epoch)
             payload["history"] = asdict(history)
             save_checkpoint(best_path, payload)
         save_checkpoint(last_path, payload)
