@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from iomt.domain.vitals import Reading
 from iomt.errors import ValidationError
 from iomt.ingest.payloads import ParsedBatch, parse_batch
+from iomt.store.audit import DeadLetterIn, add_dead_letters
 from iomt.store.identity import device_patient_map
-from iomt.store.ingest_ops import DeadLetterIn, add_dead_letters, insert_readings_bulk
+from iomt.store.readings import insert_readings
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ class IngestService:
                     unbound.append(DeadLetterIn(item.source, item.device_id, None, body, reason))
                     item.outcome.rejected.append(reason)
                     item.outcome.accepted = 0
-            stored = insert_readings_bulk(session, readings=readings, patient_id_by_device=patients)
+            stored = insert_readings(session, readings=readings, patient_id_by_device=patients)
             add_dead_letters(session, letters=letters + unbound)
             session.commit()
         counts = self.metrics.counts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -60,6 +62,64 @@ def list_audit(
     return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterIn:
+    """A message (or one reading of it) that could not be accepted, with the reason."""
+
+    source: str
+    device_id: str | None
+    topic: str | None
+    payload: bytes
+    reason: str
+
+
+def add_dead_letters(
+    session: Session, *, letters: Sequence[DeadLetterIn], received_at: datetime | None = None
+) -> int:
+    """Keep messages that could not be accepted, with reasons, in one executemany.
+
+    A payload longer than :data:`MAX_DEAD_LETTER_BYTES` is cut (the reason says so). The
+    caller commits. Used by the ingest writer (many letters per group commit) and, through
+    :func:`add_dead_letter`, by the HTTP routes.
+
+    Returns
+    -------
+    int
+        How many dead letters were written.
+
+    Raises
+    ------
+    ValidationError
+        If a letter's source is not one of ``DEAD_LETTER_SOURCE_VALUES``.
+    """
+    if not letters:
+        return 0
+    now = received_at or utcnow()
+    rows = []
+    for letter in letters:
+        if letter.source not in DEAD_LETTER_SOURCE_VALUES:
+            raise ValidationError(
+                f"dead-letter source {letter.source!r} is not one of "
+                f"{list(DEAD_LETTER_SOURCE_VALUES)}"
+            )
+        payload, reason = letter.payload, letter.reason
+        if len(payload) > MAX_DEAD_LETTER_BYTES:
+            reason = f"{reason} (payload of {len(payload)} bytes cut to {MAX_DEAD_LETTER_BYTES})"
+            payload = payload[:MAX_DEAD_LETTER_BYTES]
+        rows.append(
+            {
+                "source": letter.source,
+                "device_id": letter.device_id,
+                "topic": letter.topic,
+                "payload": payload,
+                "reason": reason,
+                "received_at": now,
+            }
+        )
+    session.execute(insert(DeadLetter), rows)
+    return len(rows)
+
+
 def add_dead_letter(
     session: Session,
     *,
@@ -68,26 +128,9 @@ def add_dead_letter(
     reason: str,
     device_id: str | None = None,
     topic: str | None = None,
-) -> DeadLetter:
-    """Keep a message that could not be accepted, with the reason (the caller commits)."""
-    if source not in DEAD_LETTER_SOURCE_VALUES:
-        raise ValidationError(
-            f"dead-letter source {source!r} is not one of {list(DEAD_LETTER_SOURCE_VALUES)}"
-        )
-    if len(payload) > MAX_DEAD_LETTER_BYTES:
-        reason = f"{reason} (payload of {len(payload)} bytes cut to {MAX_DEAD_LETTER_BYTES})"
-        payload = payload[:MAX_DEAD_LETTER_BYTES]
-    row = DeadLetter(
-        source=source,
-        device_id=device_id,
-        topic=topic,
-        payload=payload,
-        reason=reason,
-        received_at=utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    return row
+) -> None:
+    """Keep one message that could not be accepted (see :func:`add_dead_letters`)."""
+    add_dead_letters(session, letters=[DeadLetterIn(source, device_id, topic, payload, reason)])
 
 
 def list_dead_letters(

@@ -18,7 +18,9 @@ from iomt.store.alerting import (
     record_attempt,
 )
 from iomt.store.audit import (
+    DeadLetterIn,
     add_dead_letter,
+    add_dead_letters,
     count_dead_letters,
     list_audit,
     list_dead_letters,
@@ -67,8 +69,10 @@ from iomt.store.readings import (
 
 __all__ = [
     "SEVERITY_VALUES",
+    "DeadLetterIn",
     "acknowledge_alert",
     "add_dead_letter",
+    "add_dead_letters",
     "add_finding",
     "add_notification",
     "add_study",

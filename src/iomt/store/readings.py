@@ -1,4 +1,8 @@
-"""Vital-sign readings: idempotent batch insert and window queries."""
+"""Vital-sign readings: idempotent batch insert and window queries.
+
+:func:`insert_readings` is the one insert path of readings: the HTTP and FHIR routes and the
+ingest writer (MQTT, and HTTP through the ingest service) all use it.
+"""
 
 from __future__ import annotations
 
@@ -47,22 +51,28 @@ def _insert_sqlite(
 ) -> int:
     # The hot path of ingest: straight to sqlite3's executemany with ready tuples (SQLAlchemy's
     # per-row parameter processing would cost 4x the insert itself). sqlite3 sums the changes,
-    # and rows skipped by the conflict clause count zero.
+    # and rows skipped by the conflict clause count zero. Readings of one device often share
+    # a time stamp (several kinds per sample), so each distinct time is formatted once.
     received = _sqlite_time(now)
-    rows = [
-        (
-            r.device_id,
-            patient_id_by_device[r.device_id],
-            r.seq,
-            r.kind.value,
-            float(r.value),
-            _sqlite_time(r.time),
-            r.latitude,
-            r.longitude,
-            received,
+    stamps: dict[datetime, str] = {}
+    rows = []
+    for r in readings:
+        stamp = stamps.get(r.time)
+        if stamp is None:
+            stamp = stamps[r.time] = _sqlite_time(r.time)
+        rows.append(
+            (
+                r.device_id,
+                patient_id_by_device[r.device_id],
+                r.seq,
+                r.kind.value,
+                float(r.value),
+                stamp,
+                r.latitude,
+                r.longitude,
+                received,
+            )
         )
-        for r in readings
-    ]
     result = session.connection().exec_driver_sql(_SQLITE_INSERT, rows)
     return int(result.rowcount)
 
