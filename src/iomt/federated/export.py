@@ -45,7 +45,10 @@ def register_global_model(
 
     models_dir = Path(models_dir)
     staging = models_dir / f".{model_id}-staging"
-    onnx_path = export_onnx(model, staging / "model.onnx", 1, img_size)
+    if hasattr(model, "predict_with_cam"):  # CamNet: probs + cam, the vision exporter
+        onnx_path = export_onnx(model, staging / "model.onnx", 1, img_size)
+    else:  # e.g. the paper's VGG16 variant (dense head, no CAM): probs only
+        onnx_path = export_probs_onnx(model, staging / "model.onnx", 1, img_size)
     digest = sha256_file(onnx_path)
     cards = []
     for modality in modalities:
@@ -81,3 +84,37 @@ def register_global_model(
         cards.append(path)
     shutil.rmtree(staging, ignore_errors=True)
     return cards
+
+
+def export_probs_onnx(model: Any, path: Path, channels: int, size: int) -> Path:
+    """ONNX with input ``image`` and the single output ``probs`` (softmax), for models without
+    a CAM head; the service's classifier runs it without heatmaps.
+
+    The paper's VGG16 variant exports at input sizes that are multiples of 128 (ONNX's
+    adaptive pooling needs the 4x4 output to divide the feature map).
+    """
+    import torch
+
+    from iomt.vision.export import OPSET
+
+    class _Probs(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(image), dim=1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Probs(model).eval(),
+        (torch.zeros(1, channels, size, size),),
+        str(path),
+        input_names=["image"],
+        output_names=["probs"],
+        dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    model.eval()
+    return path
