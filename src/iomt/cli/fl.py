@@ -50,6 +50,9 @@ def experiment(
     dp_noise: float = typer.Option(0.0, help="Central DP noise multiplier (0 = off)."),
     dp_clip: float = typer.Option(1.0, help="Central DP clipping norm of an update."),
     threads: int = typer.Option(1, help="torch threads."),
+    engine: str = typer.Option(
+        "inprocess", help="inprocess (Flower's server loop, early stop) or ray (simulation)."
+    ),
     seed: int = typer.Option(0, help="Seed of splits, sites and initial weights."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
@@ -79,6 +82,7 @@ def experiment(
         seed=seed,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         secagg_rounds=secagg_rounds,
+        engine=engine,
         dp_noise=dp_noise,
         dp_clip=dp_clip if dp_noise > 0 else 0.0,
     )

@@ -217,3 +217,51 @@ def _to_parameters(arrays: NDArrays) -> Parameters:
     from flwr.common import ndarrays_to_parameters
 
     return ndarrays_to_parameters(list(arrays))
+
+
+def run_federation_ray(
+    strategy: Strategy,
+    make_client: Callable[[int], NumPyClient],
+    n_clients: int,
+    rounds: int,
+) -> FederationResult:
+    """The same federation in Flower's (Ray) simulation engine: fixed rounds, best round kept.
+
+    Each site's client is built inside a Ray actor by ``make_client(partition_id)``. Flower's
+    legacy ``start_simulation`` runs the rounds with
+    :class:`iomt.federated.deploy.BestRoundServer`, which records timings and keeps the
+    weights of the round with the lowest federated loss (no early stop: Ray runs all rounds).
+    """
+    from flwr.common import Context
+    from flwr.server import ServerConfig
+    from flwr.simulation import start_simulation
+
+    from iomt.federated.deploy import BestRoundServer
+
+    def client_fn(context: Context) -> Any:
+        return make_client(int(context.node_config["partition-id"])).to_client()
+
+    server = BestRoundServer(strategy=strategy, min_clients=n_clients)
+    start_simulation(
+        client_fn=client_fn,
+        num_clients=n_clients,
+        client_resources={"num_cpus": 1, "num_gpus": 0.0},
+        server=server,
+        config=ServerConfig(num_rounds=rounds),
+        strategy=strategy,
+        ray_init_args={"num_cpus": 2, "include_dashboard": False, "logging_level": "ERROR"},
+    )
+    history = [
+        RoundRecord(
+            round=int(r["round"]),
+            fed_loss=float(r.get("fed_loss", float("nan"))),
+            fed_accuracy=float(r.get("fed_accuracy", float("nan"))),
+            train_loss=float("nan"),
+            fit_seconds=float(r["fit_seconds"]),
+            local_train_seconds=float(r["slowest_site_train"]),
+            evaluate_seconds=float("nan"),
+        )
+        for r in server.rounds
+    ]
+    best = server.best_parameters or parameters_to_ndarrays(server.parameters)
+    return FederationResult(server.best_round, rounds, best, history)

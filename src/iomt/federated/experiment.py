@@ -84,6 +84,7 @@ class ExperimentConfig:
     threads: int = 1
     methods: tuple[str, ...] = DEFAULT_METHODS
     secagg_rounds: int = 5
+    engine: str = "inprocess"
     dp_noise: float = 0.0
     dp_clip: float = 0.0
 
@@ -91,6 +92,8 @@ class ExperimentConfig:
         root = default_data_root()
         self.cxr = self.cxr or str(root / "chest" / "cxr-covid")
         self.lus = self.lus or str(root / "chest" / "lus")
+        if self.engine not in ("inprocess", "ray"):
+            raise ValueError(f"engine must be inprocess or ray, not {self.engine!r}")
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {list(METHODS)}")
@@ -215,7 +218,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     import torch
 
     from iomt.federated.client import SiteClient
-    from iomt.federated.engine import FederationResult, run_federation
+    from iomt.federated.engine import FederationResult, run_federation, run_federation_ray
     from iomt.federated.models import build_fl_model
     from iomt.federated.strategies import DPConfig, make_strategy, unwrap
     from iomt.federated.task import get_weights, set_weights, trainable_indices
@@ -259,17 +262,21 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
             cluster_round=config.cluster_round,
             similarity_layers=trainable_indices(init_model),
             dp=dp if kind != "central" else None,
+            initial=initial,
         )
-        result = run_federation(
-            strategy,
-            clients,
-            initial,
-            config.rounds,
-            patience=config.patience,
-            smooth=config.smooth,
-            server_eval=server_eval(model),
-            cids=[s.name for s in sites],
-        )
+        if config.engine == "ray":
+            result = run_federation_ray(strategy, lambda i: clients[i], len(clients), config.rounds)
+        else:
+            result = run_federation(
+                strategy,
+                clients,
+                initial,
+                config.rounds,
+                patience=config.patience,
+                smooth=config.smooth,
+                server_eval=server_eval(model),
+                cids=[s.name for s in sites],
+            )
         set_weights(model, result.best_parameters)
         return result, (model, unwrap(strategy), strategy)
 
@@ -413,12 +420,17 @@ def _clustering_summary(strategy: Any, sites: list[Site]) -> dict[str, Any]:
 
     rep = strategy.report
     truth = {s.name: s.modality for s in sites}
-    found = [rep.assignment.get(s.name, "?") for s in sites]
+    found = [rep.assignment.get(s.name) for s in sites]
+    recovered = (
+        same_partition(found, [truth[s.name] for s in sites])
+        if all(f is not None for f in found)
+        else None  # engine "ray": Flower's node ids, not site names, key the assignment
+    )
     return {
         "round": rep.round,
         "assignment": rep.assignment,
         "truth": truth,
-        "recovered_modality_clusters": same_partition(found, [truth[s.name] for s in sites]),
+        "recovered_modality_clusters": recovered,
         "client_order": rep.client_order,
         "similarity": rep.similarity,
         "max_cross_similarity": rep.max_cross,
