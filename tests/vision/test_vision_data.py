@@ -99,3 +99,19 @@ def test_grouped_kfold_groups_never_straddle() -> None:
         _check_disjoint(groups, tr, te)
     with pytest.raises(ValueError):
         grouped_kfold(groups, labels, n_splits=41)
+
+
+def test_group_report_skips_groups_with_two_labels() -> None:
+    from iomt.vision.evaluate import Predictions, evaluate_predictions, single_label_rows
+    from iomt.vision.tasks import get_task
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.8, 0.2], [0.4, 0.6], [0.7, 0.3]])
+    targets = np.array([0, 1, 1, 0, 1, 0])
+    groups = np.array(["a", "a", "b", "c", "c", "d"])  # "a" holds both labels
+    pred = Predictions(probs, targets, groups)
+    assert single_label_rows(pred).tolist() == [False, False, True, False, False, True]
+    groups[4] = "b"  # now "c" is single-label
+    report = evaluate_predictions(
+        get_task("chest/cxr-covid"), Predictions(probs, targets, groups), 0.5, n_boot=20
+    )
+    assert report["group"]["n"] == 3 and report["group"]["excluded_mixed_label_groups"] == 1

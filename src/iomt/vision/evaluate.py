@@ -124,6 +124,15 @@ def group_scores(pred: Predictions) -> tuple[NDArray[Any], NDArray[Any], NDArray
     return aggregate_by_group(pred.groups, pred.targets, pred.probs)
 
 
+def single_label_rows(pred: Predictions) -> NDArray[np.bool_]:
+    """Mask of the rows whose group carries one label only (e.g. a patient imaged before and
+    after a COVID diagnosis carries two and has no single patient-level truth)."""
+    labels_per_group: dict[str, set[int]] = {}
+    for g, t in zip(pred.groups.tolist(), pred.targets.tolist(), strict=True):
+        labels_per_group.setdefault(g, set()).add(t)
+    return np.array([len(labels_per_group[g]) == 1 for g in pred.groups.tolist()], dtype=bool)
+
+
 def has_shared_groups(pred: Predictions) -> bool:
     """True if some group holds several images (so a patient-level report is meaningful)."""
     return len(np.unique(pred.groups)) < len(pred.groups)
@@ -207,9 +216,13 @@ def evaluate_predictions(
     report = _report(spec, pred, threshold, n_boot, seed)
     report["labels"] = list(spec.labels)
     if has_shared_groups(pred):
-        gids, glabels, gmeans = group_scores(pred)
+        single = single_label_rows(pred)
+        gids, glabels, gmeans = group_scores(pred.subset(single))
         gpred = Predictions(gmeans, glabels.astype(np.int64), gids.astype(np.str_))
         report["group"] = _report(spec, gpred, threshold, n_boot, seed)
+        mixed = len(np.unique(pred.groups[~single]))
+        if mixed:
+            report["group"]["excluded_mixed_label_groups"] = mixed
     adults = adult_subset(pred)
     if adults is not None:
         report["adult"] = _report(spec, adults, threshold, n_boot, seed)
