@@ -80,9 +80,11 @@ class World:
         return {"Authorization": f"Bearer {token}"}
 
 
-def build_world(settings: Settings) -> World:
-    """Create the app on ``settings`` and populate it."""
-    app = create_app(settings, image_step=GradientHeatmapStep())
+def build_world(settings: Settings, *, start_ingest: bool = False) -> World:
+    """Create the app on ``settings`` and populate it (``start_ingest``: with the runtime)."""
+    app = create_app(
+        settings, image_step=GradientHeatmapStep(), start_ingest=start_ingest, ingest_triage=False
+    )
     context = app_context(app)
     with context.sessions() as s:
         p1 = crud.create_patient(s, name="Ada", mrn="MRN-A")

@@ -27,3 +27,13 @@ def world(tmp_path: Path) -> Iterator[World]:
     with w.client:
         yield w
     w.context.engine.dispose()
+
+
+@pytest.fixture(params=["direct", "group-commit"])
+def gateway_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The world with device uploads committed per request, and through the ingest runtime."""
+    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=256 * 1024)
+    w = build_world(settings, start_ingest=request.param == "group-commit")
+    with w.client:
+        yield w
+    w.context.engine.dispose()

@@ -141,6 +141,7 @@ def create_app(
     alert_feed: AlertFeed | None = None,
     dispatcher: AlertDispatcher | None = None,
     start_ingest: bool = False,
+    ingest_triage: bool = True,
 ) -> FastAPI:
     """Build the iomt API.
 
@@ -158,7 +159,11 @@ def create_app(
         Live feed and alert dispatcher to share with other parts of the process; None: a
         dispatcher with the channels the settings configure (webhook, e-mail).
     start_ingest
-        Start the ingest runtime (MQTT broker or gateway, triage scheduler) with the app.
+        Start the ingest runtime (MQTT broker or gateway, triage scheduler) with the app;
+        device reading uploads then go through its group commit.
+    ingest_triage
+        Run the triage scheduler in the ingest runtime (off: store readings only, as the
+        ingest benchmark does).
     """
     engine = engine or init_db(settings.resolved_database_url)
     sessions = session_factory(engine)
@@ -177,7 +182,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _start(app_context(app), start_ingest)
+        await _start(app_context(app), start_ingest, triage=ingest_triage)
         try:
             yield
         finally:
@@ -208,7 +213,7 @@ def create_app(
     return app
 
 
-async def _start(context: AppContext, start_ingest: bool) -> None:
+async def _start(context: AppContext, start_ingest: bool, *, triage: bool = True) -> None:
     await context.alerts.start()
     loop = asyncio.get_running_loop()
     context.extras["resume"] = loop.run_in_executor(
@@ -228,13 +233,18 @@ async def _start(context: AppContext, start_ingest: bool) -> None:
     from iomt.ingest.runtime import IngestRuntime
 
     runtime = IngestRuntime(
-        context.settings, context.sessions, triage_step=context.triage_step, alerts=context.alerts
+        context.settings,
+        context.sessions,
+        triage_step=context.triage_step if triage else False,
+        alerts=context.alerts,
     )
     await runtime.start()
     context.extras["ingest"] = runtime
 
     def forward(newest: Mapping[int, datetime]) -> None:
-        # HTTP/FHIR readings reach the same commit hooks (triage) as MQTT readings.
+        # HTTP/FHIR readings committed outside the ingest service reach the same commit hooks
+        # (triage) as MQTT readings. (Uploads go through the service while it runs; this is
+        # for any other writer of readings.)
         for hook in list(runtime.service.on_commit):
             loop.call_soon_threadsafe(hook, dict(newest))
 

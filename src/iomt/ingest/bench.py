@@ -488,7 +488,7 @@ def _measure_stored(cfg: BenchConfig, root: Path, transport: str) -> dict[str, A
         ]
         results = _run_publishers(_mqtt_publisher, mqtt_args)
     else:
-        server = _Server(data_dir, "--api", profile_to=profile_to)
+        server = _Server(data_dir, "--api", "--no-triage", profile_to=profile_to)
         per_device = cfg.http_readings // cfg.devices
         url = f"http://127.0.0.1:{server.port}"
         http_args: list[tuple[Any, ...]] = [

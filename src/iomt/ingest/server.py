@@ -3,10 +3,10 @@
 ``python -m iomt.ingest.server --data-dir DIR [--port P] [--raw] [--ready-file F]`` migrates
 the store in ``DIR``, starts the embedded broker and the ingest service (with ``--mqtt-url``
 the gateway to an external broker instead; with ``--raw`` a plain broker without storage, for
-the raw publish-to-receive rate; with ``--api`` the HTTP API alone), writes
-``{"port": ..., "pid": ...}`` to the ready file and runs until SIGTERM/SIGINT. The API
-process (``iomt serve``) runs the same :class:`~iomt.ingest.runtime.IngestRuntime` in its
-lifespan; this entry point has no HTTP side.
+the raw publish-to-receive rate; with ``--api`` the HTTP API as ``iomt serve`` runs it: with
+the :class:`~iomt.ingest.runtime.IngestRuntime` in its lifespan, whose group commit stores the
+HTTP uploads; its MQTT broker listens on a free port), writes ``{"port": ..., "pid": ...}``
+(the HTTP port with ``--api``) to the ready file and runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ async def _serve_api(
     import uvicorn
 
     from iomt.api.app import create_app
+    from iomt.api.context import app_context
 
-    settings = Settings(data_dir=args.data_dir)
-    app = create_app(settings, start_ingest=False)
+    settings = Settings(data_dir=args.data_dir, mqtt_host=args.host, mqtt_port=0)
+    app = create_app(settings, start_ingest=True, ingest_triage=not args.no_triage)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
@@ -96,6 +97,9 @@ async def _serve_api(
 
     async def stopper() -> None:
         await stop.wait()
+        runtime = app_context(app).extras.get("ingest")
+        if args.metrics_file and runtime is not None:
+            Path(args.metrics_file).write_text(json.dumps(runtime.metrics(), default=str))
         server.should_exit = True
 
     task = asyncio.gather(run(), stopper())
@@ -111,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="plain broker, no storage")
-    parser.add_argument("--api", action="store_true", help="HTTP API only (uvicorn), no MQTT")
+    parser.add_argument(
+        "--api", action="store_true", help="HTTP API (uvicorn) with the ingest runtime"
+    )
     parser.add_argument("--no-triage", action="store_true")
     parser.add_argument("--mqtt-url", help="external broker (gateway mode) instead of embedded")
     parser.add_argument("--gateway-client-id", default="iomt-gateway")

@@ -10,6 +10,7 @@ stored once. Readings are exported as vital-sign Observations, verdicts as RiskA
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -33,10 +34,10 @@ from iomt.api.deps import (
     check_patient_access,
     forbidden,
 )
-from iomt.api.routes.uploads import dead_letter, notify_readings
+from iomt.api.routes.uploads import dead_letter, ingest_service, notify_readings
 from iomt.domain.vitals import VITAL_SPECS, Reading, VitalKind
 from iomt.errors import ValidationError
-from iomt.ingest.payloads import MAX_PAYLOAD_BYTES, parse_batch
+from iomt.ingest.payloads import MAX_PAYLOAD_BYTES, ParsedBatch, parse_batch
 from iomt.store import crud
 from iomt.store.models import Patient, ReadingRow, VerdictRow
 
@@ -236,6 +237,25 @@ async def _store(
         )
         raise _Refused(_outcome(422, invalid))
     context = context_of(request)
+    service = ingest_service(context)
+    if service is not None:
+        # Through the ingest runtime's group commit: one item per Observation, so that each
+        # entry's answer says new or duplicate; answered once all are committed.
+        await run_in_threadpool(session.close)  # the writer needs a pooled connection
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    service.ingest_parsed(
+                        ParsedBatch(posted.device_id, [r]),
+                        patient_id=posted.patient_id,
+                        source="fhir",
+                    )
+                    for r in readings
+                )
+            )
+        except RuntimeError as exc:
+            raise _Refused(_outcome(503, [("Observation", str(exc))])) from None
+        return [outcome.stored == 1 for outcome in outcomes]
     owner = {posted.device_id: posted.patient_id}
 
     def store() -> list[bool]:

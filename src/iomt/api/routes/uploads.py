@@ -2,8 +2,15 @@
 
 A reading batch is all-or-nothing over HTTP: if any reading is bad, the response is 422 with
 the index and reason of every bad one, nothing is stored, and the body is kept as a dead
-letter; the device can fix and resend. The answer comes only after the commit; a resent
-batch is stored once and the response says how many readings were duplicates.
+letter; the device can fix and resend (unlike MQTT, where a device cannot be told which
+reading was bad, so the good ones are stored and each bad one is dead-lettered). The answer
+comes only after the commit; a resent batch is stored once and the response says how many
+readings were duplicates.
+
+When the ingest runtime runs in the process (``iomt serve``), a valid batch goes through its
+group-commit service (:meth:`iomt.ingest.service.IngestService.ingest_parsed`), sharing
+transactions with MQTT messages and other requests; the request waits for that commit.
+Without it (``create_app(start_ingest=False)``) each request commits on its own.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from iomt.api.services.imaging import analyse_study, store_study
 from iomt.domain.vitals import Reading
 from iomt.errors import ValidationError
 from iomt.ingest.payloads import MAX_PAYLOAD_BYTES, ParsedBatch, parse_batch
+from iomt.ingest.service import IngestService
 from iomt.store import crud
 from iomt.store.models import Device
 
@@ -60,6 +68,40 @@ def commit_readings(
     session.commit()
     notify_readings(context, patient_id, readings)
     return stored
+
+
+def ingest_service(context: AppContext) -> IngestService | None:
+    """The group-commit ingest service when the ingest runtime runs in this process."""
+    runtime = context.extras.get("ingest")
+    return None if runtime is None else runtime.service
+
+
+async def store_valid_batch(
+    context: AppContext, session: Session, parsed: ParsedBatch, patient_id: int
+) -> int:
+    """Store a fully valid batch of one patient and answer after the commit; new count.
+
+    Through the ingest service's group commit when it runs (its commit hooks reach triage),
+    else with a commit of its own and the readings hooks.
+
+    Raises
+    ------
+    HTTPException
+        503 if the group commit failed (the device should resend).
+    """
+    service = ingest_service(context)
+    if service is None:
+        return await run_in_threadpool(
+            commit_readings, context, session, parsed.readings, patient_id
+        )
+    # Give the request's connection back before waiting: the writer needs one from the pool.
+    await run_in_threadpool(session.close)
+    try:
+        outcome = await service.ingest_parsed(parsed, patient_id=patient_id, source="http")
+    except RuntimeError as exc:
+        raise HTTPException(http.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    assert outcome.stored is not None
+    return outcome.stored
 
 
 def notify_readings(context: AppContext, patient_id: int, readings: list[Reading]) -> None:
@@ -133,7 +175,7 @@ async def upload_readings(
             reason=f"batch refused: {reason}",
         )
         return JSONResponse(refusal, status_code=http.HTTP_422_UNPROCESSABLE_CONTENT)
-    stored = await run_in_threadpool(commit_readings, context, session, parsed.readings, patient_id)
+    stored = await store_valid_batch(context, session, parsed, patient_id)
     return UploadResult(
         received=len(parsed.readings), stored=stored, duplicates=len(parsed.readings) - stored
     )
