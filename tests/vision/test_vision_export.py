@@ -138,3 +138,22 @@ def test_crossval_folds_are_group_disjoint(tiny_cxr: Path, tmp_path: Path) -> No
         assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
         tested += split["test"]
     assert len(tested) == len(set(tested)) == 12
+
+
+def test_train_only_restricts_training_rows(tiny_cxr: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        task="chest/cxr-covid",
+        data=str(tiny_cxr),
+        out=str(tmp_path),
+        img_size=SIZE,
+        epochs=1,
+        batch_size=2,
+        n_boot=20,
+        threads=1,
+        train_only={"age_group": "adult"},
+    )
+    run = train(config, show_progress=False)
+    split = json.loads((tmp_path / "split.json").read_text())
+    ages = {r.file: r.age_group for r in read_manifest(tiny_cxr).records}
+    assert split["train"] and all(ages[f] == "adult" for f in split["train"])
+    assert run["test"]["n"] == len(split["test"])

@@ -46,6 +46,12 @@ def train_cmd(
     balance_groups: bool = typer.Option(
         False, help="Sampler gives every group (patient, paper, video) equal weight in its class."
     ),
+    train_only: list[str] | None = typer.Option(
+        None, help="Train only on rows with COLUMN=VALUE (repeatable), e.g. age_group=adult."
+    ),
+    split_from: Path | None = typer.Option(
+        None, help="Reuse another run's split.json (same validation and test rows)."
+    ),
     resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -66,7 +72,11 @@ def train_cmd(
         seed=seed,
         threads=threads,
         balance_groups=balance_groups,
+        train_only=dict(item.split("=", 1) for item in train_only) if train_only else None,
     )
+    if split_from is not None and not (folder / "split.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "split.json").write_text(split_from.read_text())
     run = train(config, resume=resume, show_progress=progress, command=_command_line())
     typer.echo(json.dumps({"run": str(folder), "test": headline(run["test"])}, indent=2))
 

@@ -69,6 +69,9 @@ class TrainConfig:
     threads: int = 1
     balance_age: bool = True
     balance_groups: bool = False
+    #: Train only on rows whose manifest column has this value, e.g. ``{"age_group": "adult"}``
+    #: (validation and test stay as split, so runs with and without it compare directly).
+    train_only: dict[str, str] | None = None
     n_boot: int = 1000
 
 
@@ -159,6 +162,30 @@ def _split(
     return split
 
 
+def _restrict_train(
+    split: dict[str, NDArray[np.int64]], manifest: Manifest, where: dict[str, str], out: Path
+) -> dict[str, NDArray[np.int64]]:
+    """Drop training rows that do not match ``where``; record the result in split.json."""
+
+    def value(i: int, column: str) -> str:
+        rec = manifest.records[i]
+        return (
+            str(getattr(rec, column))
+            if column in ("label", "age_group", "finding")
+            else (rec.extra.get(column, ""))
+        )
+
+    keep = [i for i in split["train"] if all(value(int(i), c) == v for c, v in where.items())]
+    if not keep:
+        raise ValueError(f"no training row matches {where}")
+    split = {**split, "train": np.asarray(keep, dtype=np.int64)}
+    files = [r.file for r in manifest.records]
+    (out / "split.json").write_text(
+        json.dumps({k: [files[i] for i in v] for k, v in split.items()}, indent=0)
+    )
+    return split
+
+
 def train(
     config: TrainConfig,
     *,
@@ -195,6 +222,8 @@ def train(
     manifest = read_manifest(config.data)
     targets = encode_labels(manifest.labels, spec.labels)
     split = _split(config, manifest, out, split)
+    if config.train_only:
+        split = _restrict_train(split, manifest, config.train_only, out)
     log.info("split: %s", {k: len(v) for k, v in split.items()})
     t0 = time.perf_counter()
     images = load_images(manifest, spec.channels, config.img_size)
