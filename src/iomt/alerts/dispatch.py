@@ -16,15 +16,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from iomt.alerts.channels import Channel, DeliveryError
 from iomt.alerts.feed import AlertFeed
-from iomt.alerts.rules import AlertDraft
+from iomt.alerts.rules import AlertDraft, verdict_alert
 from iomt.config import Settings
+from iomt.domain.analysis import TriageVerdict
+from iomt.domain.triage import TriageLevel
 from iomt.store.alerting import add_notification, create_alert, due_notifications, record_attempt
 from iomt.store.identity import clinicians_for_patient
 from iomt.store.models import Alert
@@ -127,6 +129,34 @@ class AlertDispatcher:
                         session, alert_id=alert.id, channel="email", target=clinician.email
                     )
         return alert_to_dict(alert)
+
+    def raise_for_verdict(
+        self,
+        session: Session,
+        *,
+        patient_id: int,
+        verdict_id: int,
+        window_start: datetime,
+        window_end: datetime,
+        verdict: TriageVerdict,
+        previous: TriageLevel | None,
+        location: tuple[float, float] | None,
+    ) -> dict[str, Any] | None:
+        """Apply the verdict rule (:func:`iomt.alerts.rules.verdict_alert`) and raise its alert.
+
+        For the ingest side's triage scheduler, which gets the dispatcher handed in and so
+        needs no import of the alert rules. None if no alert is due or it was raised before.
+        """
+        draft = verdict_alert(
+            patient_id=patient_id,
+            verdict_id=verdict_id,
+            window_start=window_start,
+            window_end=window_end,
+            verdict=verdict,
+            previous=previous,
+            location=location,
+        )
+        return None if draft is None else self.raise_in(session, draft)
 
     def published(self, alerts: Sequence[dict[str, Any]]) -> None:
         """After the commit: push alerts to the live feed and wake the delivery loop."""

@@ -12,8 +12,9 @@ play the devices:
     publish QoS 1; the PUBACK comes after the commit, so publish->PUBACK is the
     publish-to-commit latency a device sees.
 ``http``
-    The FastAPI upload route (``POST /api/devices/{id}/readings``, Basic auth), answered after
-    the commit.
+    The FastAPI upload route (``POST /api/devices/{id}/readings``, Basic auth) of a
+    :mod:`iomt.api.server` process (the API with the ingest runtime, as ``iomt serve``),
+    answered after the group commit.
 
 Every device numbers its readings; afterwards the database is checked: ``lost`` = readings a
 device was told were stored (acknowledged) but are missing; ``duplicated`` = rows beyond one
@@ -260,16 +261,22 @@ def _http_publisher(
 
 # -- server process ----------------------------------------------------------------------------
 class _Server:
-    """A :mod:`iomt.ingest.server` subprocess (optionally sampled by py-spy)."""
+    """A server subprocess (:mod:`iomt.ingest.server`, or :mod:`iomt.api.server` for HTTP)."""
 
-    def __init__(self, data_dir: Path, *flags: str, profile_to: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *flags: str,
+        profile_to: Path | None = None,
+        module: str = "iomt.ingest.server",
+    ) -> None:
         self.data_dir = data_dir
         self.ready = data_dir / "ready.json"
         self.metrics_file = data_dir / "metrics.json"
         command = [
             sys.executable,
             "-m",
-            "iomt.ingest.server",
+            module,
             "--data-dir",
             str(data_dir),
             "--ready-file",
@@ -488,7 +495,8 @@ def _measure_stored(cfg: BenchConfig, root: Path, transport: str) -> dict[str, A
         ]
         results = _run_publishers(_mqtt_publisher, mqtt_args)
     else:
-        server = _Server(data_dir, "--api", "--no-triage", profile_to=profile_to)
+        # the API as `iomt serve` runs it (started by module name: ingest does not import api)
+        server = _Server(data_dir, "--no-triage", profile_to=profile_to, module="iomt.api.server")
         per_device = cfg.http_readings // cfg.devices
         url = f"http://127.0.0.1:{server.port}"
         http_args: list[tuple[Any, ...]] = [

@@ -3,8 +3,9 @@
 :class:`TriageScheduler` listens to the ingest service's commits, tracks every patient's open
 window (:class:`~iomt.ingest.windows.WindowTracker`) and, for the windows that closed, builds
 :class:`~iomt.domain.analysis.WindowVitals` from the store, calls the step once for all of
-them, stores the verdicts and turns them into alerts (:mod:`iomt.alerts.rules`) in the same
-transaction. A timer closes the windows of patients whose devices went silent.
+them, stores the verdicts and has the alert dispatcher handed in (``alerts``) apply the alert
+rules (:mod:`iomt.alerts.rules`) to them in the same transaction. A timer closes the windows
+of patients whose devices went silent.
 
 The window state is kept in memory: after a restart, windows that were open are closed by
 the first later reading (or the timer) of each patient again.
@@ -21,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from iomt.alerts.rules import verdict_alert
 from iomt.domain.analysis import TriageStep
 from iomt.domain.triage import TriageLevel
 from iomt.ingest.service import IngestService
@@ -155,7 +155,10 @@ class TriageScheduler:
                     location=window.location,
                 )
                 self.verdicts += 1
-                draft = verdict_alert(
+                if self.alerts is None:
+                    continue
+                alert = self.alerts.raise_for_verdict(
+                    session,
                     patient_id=window.patient_id,
                     verdict_id=row.id,
                     window_start=window.start,
@@ -164,10 +167,8 @@ class TriageScheduler:
                     previous=previous,
                     location=window.location,
                 )
-                if draft is not None and self.alerts is not None:
-                    alert = self.alerts.raise_in(session, draft)
-                    if alert is not None:
-                        raised.append(alert)
-                        self.alerts_raised += 1
+                if alert is not None:
+                    raised.append(alert)
+                    self.alerts_raised += 1
             session.commit()
         return raised
