@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from iomt.cli import bench, info
+# Command modules (add yours to this import and one registration line below).
+from iomt.cli import bench, demo, detect, fl, info, serve, simulate, triage, vision
 
 app = typer.Typer(
     name="iomt",
@@ -23,14 +24,14 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.add_typer(bench.app, name="bench")
 # Command groups registered by the other modules (one line each):
-app.command("serve")(__import__("iomt.cli.serve", fromlist=["serve"]).serve)
-app.add_typer(__import__("iomt.cli.serve", fromlist=["admin_app"]).admin_app, name="admin")
-app.add_typer(__import__("iomt.cli.triage", fromlist=["app"]).app, name="triage")
-app.add_typer(__import__("iomt.cli.detect", fromlist=["app"]).app, name="detect")
-app.add_typer(__import__("iomt.cli.vision").cli.vision.app, name="vision")
-app.command("simulate")(__import__("iomt.cli.simulate", fromlist=["simulate"]).simulate)
-app.add_typer(__import__("iomt.cli.fl", fromlist=["app"]).app, name="fl")
-app.command("demo")(__import__("iomt.cli.demo", fromlist=["demo"]).demo)
+app.command("serve")(serve.serve)
+app.add_typer(serve.admin_app, name="admin")
+app.add_typer(triage.app, name="triage")
+app.add_typer(detect.app, name="detect")
+app.add_typer(vision.app, name="vision")
+app.command("simulate")(simulate.simulate)
+app.add_typer(fl.app, name="fl")
+app.command("demo")(demo.demo)
 
 
 @app.callback()
