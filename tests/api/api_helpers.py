@@ -80,10 +80,14 @@ class World:
         return {"Authorization": f"Bearer {token}"}
 
 
-def build_world(settings: Settings, *, start_ingest: bool = False) -> World:
-    """Create the app on ``settings`` and populate it (``start_ingest``: with the runtime)."""
+def build_world(settings: Settings, *, start_ingest: bool = False, triage: bool = False) -> World:
+    """Create the app on ``settings`` and populate it.
+
+    ``start_ingest``: with the ingest runtime (uploads through its group commit); ``triage``:
+    its triage scheduler too (built-in threshold rule).
+    """
     app = create_app(
-        settings, image_step=GradientHeatmapStep(), start_ingest=start_ingest, ingest_triage=False
+        settings, image_step=GradientHeatmapStep(), start_ingest=start_ingest, ingest_triage=triage
     )
     context = app_context(app)
     with context.sessions() as s:

@@ -1,4 +1,8 @@
-"""The API app wires the alert channels of the settings: a raised alert reaches the webhook."""
+"""The API app wires the alert channels of the settings: a raised alert reaches the webhook.
+
+Two ways an alert is raised through the app: a positive image finding on an uploaded study,
+and a critical triage verdict on readings uploaded over HTTP (through the ingest runtime).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -79,3 +84,45 @@ def test_alert_raised_through_the_api_is_delivered_signed(
     [(body, signed)] = handler.received
     assert signed
     assert json.loads(body)["id"] == alert["id"]
+
+
+def _wait_for_delivery(world: World, handler: type[_Receiver], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not handler.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_critical_verdict_on_http_readings_is_delivered_signed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: tuple[str, type[_Receiver]],
+) -> None:
+    url, handler = receiver
+    monkeypatch.setenv("IOMT_ALERT_WEBHOOK_URLS", f'["{url}"]')
+    monkeypatch.setenv("IOMT_ALERT_WEBHOOK_SECRET", SECRET)
+    settings = Settings(data_dir=tmp_path / "data", triage_window_minutes=15)
+    world = build_world(settings, start_ingest=True, triage=True)
+    past = datetime.now(UTC) - timedelta(hours=1)  # a window that has ended
+    low = [
+        {"seq": i, "kind": "spo2", "value": 84, "time": (past + timedelta(seconds=i)).isoformat()}
+        for i in range(5)
+    ]
+    later = {"seq": 99, "kind": "spo2", "value": 97, "time": datetime.now(UTC).isoformat()}
+    with world.client:
+        device = world.headers["device_own"]
+        first = world.client.post(
+            "/api/devices/dev-a/readings", json={"readings": low}, headers=device
+        )
+        assert first.status_code == 200, first.text
+        # a reading of a later window closes the first one: verdict, alert, webhook
+        second = world.client.post(
+            "/api/devices/dev-a/readings", json={"readings": [later]}, headers=device
+        )
+        assert second.status_code == 200, second.text
+        _wait_for_delivery(world, handler)
+    world.context.engine.dispose()
+    assert handler.received, "the webhook received nothing"
+    body, signed = handler.received[0]
+    alert = json.loads(body)
+    assert signed
+    assert alert["severity"] == "critical" and alert["patient_id"] == world.p1

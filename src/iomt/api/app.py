@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,16 +238,9 @@ async def _start(context: AppContext, start_ingest: bool, *, triage: bool = True
         alerts=context.alerts,
     )
     await runtime.start()
+    # HTTP and FHIR uploads now go through runtime.service (iomt.api.routes.uploads), whose
+    # commit hooks feed the triage scheduler as MQTT readings do.
     context.extras["ingest"] = runtime
-
-    def forward(newest: Mapping[int, datetime]) -> None:
-        # HTTP/FHIR readings committed outside the ingest service reach the same commit hooks
-        # (triage) as MQTT readings. (Uploads go through the service while it runs; this is
-        # for any other writer of readings.)
-        for hook in list(runtime.service.on_commit):
-            loop.call_soon_threadsafe(hook, dict(newest))
-
-    context.on_readings.append(forward)
     log.info("ingest runtime started (MQTT port %s)", runtime.mqtt_port)
 
 

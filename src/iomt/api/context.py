@@ -35,8 +35,9 @@ class AppContext:
     Attributes
     ----------
     on_readings
-        Hooks run after device readings arrived over HTTP or FHIR were committed (the
-        triage scheduler subscribes here, as it does to the MQTT ingest service).
+        Hooks run after device readings that arrived over HTTP or FHIR were committed by the
+        request itself (no ingest runtime in the process). With the runtime, uploads are
+        committed by its ingest service, whose ``on_commit`` hooks (triage) run instead.
     alerts
         Stores alerts for positive findings, feeds them live and delivers them.
     on_findings
