@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +25,7 @@ from iomt.alerts.channels import Channel, DeliveryError
 from iomt.alerts.feed import AlertFeed
 from iomt.alerts.rules import AlertDraft, verdict_alert
 from iomt.config import Settings
-from iomt.domain.analysis import TriageVerdict
+from iomt.domain.analysis import TriageVerdict, WindowVitals
 from iomt.domain.triage import TriageLevel
 from iomt.store.alerting import add_notification, create_alert, due_notifications, record_attempt
 from iomt.store.identity import clinicians_for_patient
@@ -134,27 +134,26 @@ class AlertDispatcher:
         self,
         session: Session,
         *,
-        patient_id: int,
-        verdict_id: int,
-        window_start: datetime,
-        window_end: datetime,
+        window: WindowVitals,
         verdict: TriageVerdict,
+        verdict_id: int,
         previous: TriageLevel | None,
-        location: tuple[float, float] | None,
     ) -> dict[str, Any] | None:
         """Apply the verdict rule (:func:`iomt.alerts.rules.verdict_alert`) and raise its alert.
 
         For the ingest side's triage scheduler, which gets the dispatcher handed in and so
-        needs no import of the alert rules. None if no alert is due or it was raised before.
+        needs no import of the alert rules. ``verdict_id``: the stored verdict; ``previous``:
+        the level of the patient's window before. None if no alert is due or it was raised
+        before.
         """
         draft = verdict_alert(
-            patient_id=patient_id,
+            patient_id=window.patient_id,
             verdict_id=verdict_id,
-            window_start=window_start,
-            window_end=window_end,
+            window_start=window.start,
+            window_end=window.end,
             verdict=verdict,
             previous=previous,
-            location=location,
+            location=window.location,
         )
         return None if draft is None else self.raise_in(session, draft)
 

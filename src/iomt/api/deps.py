@@ -221,6 +221,13 @@ def readable_patient(
     patient_id: Annotated[int, Path(ge=1, description="Patient id")],
 ) -> Patient:
     """The patient of the path, after the access check, with the read audited."""
+    return load_readable_patient(request, session, principal, patient_id)
+
+
+def load_readable_patient(
+    request: Request, session: Session, principal: Principal, patient_id: int
+) -> Patient:
+    """Check the access to a patient, audit the read, return the patient (403/404 otherwise)."""
     check_patient_access(session, principal, patient_id)
     audit_reads(request, session, principal, [patient_id])
     patient = session.get(Patient, patient_id)

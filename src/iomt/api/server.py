@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
-import signal
 import socket
-from pathlib import Path
 
 from iomt.config import Settings
+from iomt.ingest.server import (
+    run_server,
+    server_arguments,
+    stop_on_signals,
+    write_metrics_file,
+    write_ready_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     from iomt.api.app import create_app
     from iomt.api.context import app_context
-    from iomt.ingest.server import write_ready_file
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     settings = Settings(data_dir=args.data_dir, mqtt_host=args.host, mqtt_port=0)
     app = create_app(settings, start_ingest=True, ingest_triage=not args.no_triage)
     sock = socket.socket()
@@ -44,8 +43,8 @@ async def _serve(args: argparse.Namespace) -> None:
     async def stopper() -> None:
         await stop.wait()
         runtime = app_context(app).extras.get("ingest")
-        if args.metrics_file and runtime is not None:
-            Path(args.metrics_file).write_text(json.dumps(runtime.metrics(), default=str))
+        if runtime is not None:
+            write_metrics_file(args.metrics_file, runtime.metrics())
         server.should_exit = True
 
     async def announce() -> None:
@@ -61,17 +60,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m iomt.api.server")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--no-triage", action="store_true", help="store readings only")
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--metrics-file", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    run_server(_serve, server_arguments("python -m iomt.api.server").parse_args(argv))
 
 
 if __name__ == "__main__":

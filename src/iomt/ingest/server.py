@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 from iomt.config import Settings
 
@@ -25,10 +27,7 @@ log = logging.getLogger(__name__)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     broker = None
     runtime = None
     if args.raw:
@@ -58,11 +57,46 @@ async def _serve(args: argparse.Namespace) -> None:
     log.info("ingest server ready on port %d", port)
     await stop.wait()
     if runtime is not None:
-        if args.metrics_file:
-            Path(args.metrics_file).write_text(json.dumps(runtime.metrics(), default=str))
+        write_metrics_file(args.metrics_file, runtime.metrics())
         await runtime.stop()
     elif broker is not None:
         await broker.stop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event the running loop sets on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def write_metrics_file(path: Path | None, metrics: Mapping[str, Any]) -> None:
+    """Write the ingest counters as JSON (nothing if no path was given)."""
+    if path is not None:
+        Path(path).write_text(json.dumps(metrics, default=str))
+
+
+def server_arguments(prog: str) -> argparse.ArgumentParser:
+    """The options every server process of the benchmarks and fault checks takes."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-triage", action="store_true", help="store readings only")
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--metrics-file", type=Path)
+    return parser
+
+
+def run_server(
+    serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace
+) -> None:
+    """Run ``serve(args)`` until it returns (SIGTERM/SIGINT), logging warnings only."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args))
 
 
 def write_ready_file(path: Path, port: int) -> None:
@@ -74,20 +108,11 @@ def write_ready_file(path: Path, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m iomt.ingest.server")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = server_arguments("python -m iomt.ingest.server")
     parser.add_argument("--raw", action="store_true", help="plain broker, no storage")
-    parser.add_argument("--no-triage", action="store_true")
     parser.add_argument("--mqtt-url", help="external broker (gateway mode) instead of embedded")
     parser.add_argument("--gateway-client-id", default="iomt-gateway")
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--metrics-file", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    run_server(_serve, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -158,14 +158,7 @@ class TriageScheduler:
                 if self.alerts is None:
                     continue
                 alert = self.alerts.raise_for_verdict(
-                    session,
-                    patient_id=window.patient_id,
-                    verdict_id=row.id,
-                    window_start=window.start,
-                    window_end=window.end,
-                    verdict=verdict,
-                    previous=previous,
-                    location=window.location,
+                    session, window=window, verdict=verdict, verdict_id=row.id, previous=previous
                 )
                 if alert is not None:
                     raised.append(alert)

@@ -30,11 +30,10 @@ from iomt.api.deps import (
     Principal,
     PrincipalDep,
     SessionDep,
-    audit_reads,
-    check_patient_access,
     forbidden,
+    load_readable_patient,
 )
-from iomt.api.routes.uploads import dead_letter, ingest_service, notify_readings
+from iomt.api.routes.uploads import ingest_service, keep_refused, notify_readings
 from iomt.domain.vitals import VITAL_SPECS, Reading, VitalKind
 from iomt.errors import ValidationError
 from iomt.ingest.payloads import MAX_PAYLOAD_BYTES, ParsedBatch, parse_batch
@@ -227,13 +226,8 @@ async def _store(
         raise _Refused(_outcome(403, denied))
     if invalid:
         reason = "; ".join(f"{w}: {t}" for w, t in invalid[:20])
-        await run_in_threadpool(
-            dead_letter,
-            session,
-            source="fhir",
-            device_id=posted.device_id,
-            body=posted.body,
-            reason=reason,
+        await keep_refused(
+            session, source="fhir", device_id=posted.device_id, body=posted.body, reason=reason
         )
         raise _Refused(_outcome(422, invalid))
     context = context_of(request)
@@ -415,16 +409,6 @@ def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)
 
 
-def _readable(
-    request: Request, session: Session, principal: PrincipalDep, patient_id: int
-) -> Patient:
-    check_patient_access(session, principal, patient_id)
-    audit_reads(request, session, principal, [patient_id])
-    patient = session.get(Patient, patient_id)
-    assert patient is not None
-    return patient
-
-
 @router.get("/Patient/{patient_id}/$everything", responses={200: {"content": {FHIR_JSON: {}}}})
 def patient_everything(
     request: Request,
@@ -434,7 +418,7 @@ def patient_everything(
     count: Annotated[int, Query(alias="_count", ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
     """The patient, their newest readings (Observations) and verdicts (RiskAssessments)."""
-    patient = _readable(request, session, principal, patient_id)
+    patient = load_readable_patient(request, session, principal, patient_id)
     readings = crud.list_readings(session, patient_id=patient_id, limit=count)
     verdicts = crud.list_verdicts(session, patient_id=patient_id, limit=count)
     resources = [patient_resource(patient)]
@@ -452,6 +436,6 @@ def search_observations(
     count: Annotated[int, Query(alias="_count", ge=1, le=10_000)] = 1000,
 ) -> JSONResponse:
     """The patient's readings as Observations, newest first."""
-    _readable(request, session, principal, patient)
+    load_readable_patient(request, session, principal, patient)
     readings = crud.list_readings(session, patient_id=patient, limit=count)
     return JSONResponse(_searchset([reading_resource(r) for r in readings]), media_type=FHIR_JSON)

@@ -57,6 +57,15 @@ def dead_letter(session: Session, *, source: str, device_id: str, body: bytes, r
     session.commit()
 
 
+async def keep_refused(
+    session: Session, *, source: str, device_id: str, body: bytes, reason: str
+) -> None:
+    """:func:`dead_letter` from an async route (in the thread pool), before it answers 4xx."""
+    await run_in_threadpool(
+        dead_letter, session, source=source, device_id=device_id, body=body, reason=reason
+    )
+
+
 def commit_readings(
     context: AppContext, session: Session, readings: list[Reading], patient_id: int
 ) -> int:
@@ -154,20 +163,14 @@ async def upload_readings(
     try:
         parsed = parse_batch(device.device_id, body)
     except ValidationError as exc:
-        await run_in_threadpool(
-            dead_letter,
-            session,
-            source="http",
-            device_id=device.device_id,
-            body=body,
-            reason=exc.reason,
+        await keep_refused(
+            session, source="http", device_id=device.device_id, body=body, reason=exc.reason
         )
         raise HTTPException(http.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
     if parsed.rejected:
         refusal = _refusal(parsed)
         reason = "; ".join(e["reason"] for e in refusal["errors"][:20])
-        await run_in_threadpool(
-            dead_letter,
+        await keep_refused(
             session,
             source="http",
             device_id=device.device_id,
