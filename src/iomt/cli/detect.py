@@ -195,17 +195,18 @@ def export(
     """Export to ONNX, check ORT vs torch boxes, evaluate the ONNX file on the held-out split,
     measure latency, and write card.json + MODEL_CARD.md."""
     import sys
-    from functools import partial
 
-    import numpy as np
     import torch
 
+    from iomt.cli.bench_detect import _cycle
     from iomt.inference.benchmark import measure
     from iomt.inference.detector import OnnxDetector
     from iomt.inference.registry import load_model_dir
+    from iomt.vision.detection.data import load_box_data
     from iomt.vision.detection.export import write_card
     from iomt.vision.detection.report import jsonable
     from iomt.vision.detection.ship import export_checkpoint, model_card_markdown
+    from iomt.vision.detection.tasks import get_detection_task
 
     torch.set_num_threads(1)
     directory = models / model_id
@@ -214,12 +215,17 @@ def export(
     ckpt_cfg = card["training"]["config"]
     report = _evaluate(str(directory), Path(ckpt_cfg["data"]), directory, False, n_boot, 1)
     registered = load_model_dir(directory)
-    pixels = _pixels(np.zeros((registered.card.channels, 256, 256), dtype=np.uint8) + 128)
-    latency: dict[str, Any] = {}
+    held_out, _ = _held_out(
+        load_box_data(Path(ckpt_cfg["data"]), get_detection_task(card["task"])),
+        directory / "test_files.txt",
+        False,
+    )
+    pixels = [_pixels(im) for im in held_out.images[:8]]  # real held-out images, cycled
+    latency: dict[str, Any] = {"images": f"first {len(pixels)} held-out test images"}
     for threads in (1, 2):
         detector = OnnxDetector(registered.card, registered.verified_path(), threads=threads)
         latency[f"onnxruntime_{threads}thread"] = measure(
-            partial(detector.raw, pixels), repeats=30, budget_s=20
+            _cycle(detector.raw, pixels), repeats=30, budget_s=20
         ).as_dict()
     keys = ("n", "map50", "map", "ci", "per_class", "recall_at_fp_per_image")
     card["metrics"] = {"subset": report["subset"], **{k: report[k] for k in keys}}

@@ -198,8 +198,11 @@ def model_card_markdown(card: dict[str, Any], report: dict[str, Any]) -> str:
         f"boxes in ORT and torch, min IoU of matched boxes {_f(chk['min_iou'], 4)}."
     )
     for key, lat in (card.get("latency") or {}).items():
+        if not isinstance(lat, dict):
+            continue
         lines.append(
-            f"- {key}: p50 {_f(lat['p50_ms'], 1)} ms, p99 {_f(lat['p99_ms'], 1)} ms per image"
+            f"- {key}: p50 {_f(lat['p50_ms'], 1)} ms, p99 {_f(lat['p99_ms'], 1)} ms per image "
+            f"({card['latency'].get('images', 'one image')})"
         )
     lines += [
         "",
