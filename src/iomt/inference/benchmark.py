@@ -9,6 +9,7 @@ the FLOP count.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -151,7 +152,8 @@ def peak_gflops(
         share = budget_s / (2 * len(sizes))
         feed = {"a": a, "b": b}
         ort_best = _best_ms(partial(session.run, None, feed), share)
-        numpy_best = _best_ms(partial(np.matmul, a, b), share)
+        with _blas_threads(threads):
+            numpy_best = _best_ms(partial(np.matmul, a, b), share)
         per_size[str(size)] = {
             "onnxruntime": flop / ort_best / 1e6,
             "numpy": flop / numpy_best / 1e6,
@@ -161,6 +163,15 @@ def peak_gflops(
         "numpy": max(v["numpy"] for v in per_size.values()),
         "by_size": per_size,
     }
+
+
+def _blas_threads(threads: int) -> Any:
+    """Limit numpy's BLAS to ``threads`` (threadpoolctl, a scikit-learn dependency), if present."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn is a core dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _matmul_session(size: int, threads: int) -> Any:
