@@ -231,5 +231,8 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
     ]
     task_note = TASK_NOTES.get(card["task"], "")
     if task_note or notes:
-        lines += ["", "## Notes", *(t.strip() for t in (task_note, notes) if t)]
+        lines += ["", "## Notes"]
+        for text in (task_note, notes):
+            if text:
+                lines += [text.strip(), ""]
     return "\n".join(lines) + "\n"
