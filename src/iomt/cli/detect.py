@@ -1,4 +1,4 @@
-"""``iomt detect train|evaluate``: region detectors on box-annotated images.
+"""``iomt detect train|evaluate|export``: region detectors on box-annotated images.
 
 Heavy libraries (torch, pycocotools, matplotlib) are imported inside the commands.
 """
