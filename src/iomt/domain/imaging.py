@@ -18,9 +18,16 @@ class Modality(StrEnum):
         """Parse a DICOM modality code or a common name ("xray", "DX", "ct", "us", "smear")."""
         key = text.strip().upper()
         aliases = {
-            "DX": cls.XRAY, "CR": cls.XRAY, "XRAY": cls.XRAY, "X-RAY": cls.XRAY,
-            "CT": cls.CT, "US": cls.ULTRASOUND, "ULTRASOUND": cls.ULTRASOUND,
-            "SM": cls.MICROSCOPY, "SMEAR": cls.MICROSCOPY, "MICROSCOPY": cls.MICROSCOPY,
+            "DX": cls.XRAY,
+            "CR": cls.XRAY,
+            "XRAY": cls.XRAY,
+            "X-RAY": cls.XRAY,
+            "CT": cls.CT,
+            "US": cls.ULTRASOUND,
+            "ULTRASOUND": cls.ULTRASOUND,
+            "SM": cls.MICROSCOPY,
+            "SMEAR": cls.MICROSCOPY,
+            "MICROSCOPY": cls.MICROSCOPY,
             "GM": cls.MICROSCOPY,
         }
         try:
