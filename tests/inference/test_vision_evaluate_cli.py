@@ -129,3 +129,17 @@ def test_split_file_and_where_select_the_rows(
     assert _run("--model", model, "--data", str(data), "--split-file", str(listed))["n"] == 3
     report = _run("--model", model, "--data", str(data), "--where", "label=covid")
     assert report["n"] == 3 and report["confusion"]["tn"] + report["confusion"]["fp"] == 0
+
+
+def test_groups_with_two_labels_are_left_out_of_the_patient_report(
+    tmp_path: Path, model_factory: Callable[..., Path], shared_data: Path
+) -> None:
+    data = _tiny_folder(shared_data / "chest" / "cxr-covid", tmp_path / "cxr", per_label=3)
+    manifest = (data / "manifest.csv").read_text().splitlines()
+    # rows 1 (covid) and 4 (non-covid): one patient imaged with both labels
+    manifest[1] = manifest[1].rsplit(",", 1)[0] + ",mixed"
+    manifest[4] = manifest[4].rsplit(",", 1)[0] + ",mixed"
+    (data / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    report = _run("--model", str(model_factory("cxr-a")), "--data", str(data))
+    assert report["n"] == 6 and report["group"]["n"] == 4
+    assert report["group"]["excluded_mixed_label_groups"] == 1

@@ -219,16 +219,29 @@ def _metrics(card: Any, truth: Any, probs: Any, groups: Any, n_boot: int) -> dic
 
 
 def _group_metrics(card: Any, truth: Any, probs: Any, groups: Any, n_boot: int) -> dict[str, Any]:
-    """The same metrics per group (patient): mean probability over the group's images."""
+    """The same metrics per group (patient): mean probability over the group's images.
+
+    Groups carrying two labels (a patient imaged before and after a diagnosis) have no single
+    patient-level truth: they are left out and counted in ``excluded_mixed_label_groups``.
+    """
+    import numpy as np
+
     from iomt.evaluation.metrics import aggregate_by_group
 
-    try:
-        _, group_truth, group_probs = aggregate_by_group(groups, truth, probs)
-    except ValueError as exc:
-        return {"skipped": f"groups do not carry one label each: {exc}"}
-    return {"aggregation": "mean probability per group_id"} | _metrics(
+    labels_per_group: dict[str, set[int]] = {}
+    for group, label in zip(groups.tolist(), truth.tolist(), strict=True):
+        labels_per_group.setdefault(group, set()).add(label)
+    single = np.array([len(labels_per_group[g]) == 1 for g in groups.tolist()], dtype=bool)
+    if not single.any():
+        return {"skipped": "every group carries more than one label"}
+    _, group_truth, group_probs = aggregate_by_group(groups[single], truth[single], probs[single])
+    report = {"aggregation": "mean probability per group_id"} | _metrics(
         card, group_truth.astype(int), group_probs, None, n_boot
     )
+    mixed = sum(len(labels) > 1 for labels in labels_per_group.values())
+    if mixed:
+        report["excluded_mixed_label_groups"] = mixed
+    return report
 
 
 def _print_summary(report: dict[str, Any]) -> None:
