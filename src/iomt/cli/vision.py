@@ -9,8 +9,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from iomt.vision.train import TrainConfig
 
 app = typer.Typer(
     help="Image models: train, cross-validate, export to ONNX, report.", no_args_is_help=True
@@ -26,6 +30,40 @@ def _data_dir(task: str, data: Path | None) -> Path:
 
 def _command_line() -> str:
     return "iomt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _train_config(
+    task: str,
+    data: Path | None,
+    folder: Path,
+    *,
+    arch: str,
+    img_size: int,
+    epochs: int,
+    patience: int,
+    seed: int,
+    threads: int,
+    **extra: Any,
+) -> TrainConfig:
+    """The run's ``TrainConfig`` from the options ``train`` and ``crossval`` share.
+
+    ``extra`` holds further ``TrainConfig`` fields (``train`` only); fields not given keep
+    the dataclass defaults. Imports iomt.vision.train lazily, as the commands do.
+    """
+    from iomt.vision.train import TrainConfig
+
+    return TrainConfig(
+        task=task,
+        data=str(_data_dir(task, data)),
+        out=str(folder),
+        arch=arch,
+        img_size=img_size,
+        epochs=epochs,
+        patience=patience,
+        seed=seed,
+        threads=threads,
+        **extra,
+    )
 
 
 @app.command("train")
@@ -56,21 +94,21 @@ def train_cmd(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train on a grouped train/val split and report once on the held-out test groups."""
-    from iomt.vision.train import TrainConfig, headline, train
+    from iomt.vision.train import headline, train
 
     folder = out or Path("runs") / f"{task.replace('/', '-')}-{arch}-{img_size}"
-    config = TrainConfig(
-        task=task,
-        data=str(_data_dir(task, data)),
-        out=str(folder),
+    config = _train_config(
+        task,
+        data,
+        folder,
         arch=arch,
         img_size=img_size,
         epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
         patience=patience,
         seed=seed,
         threads=threads,
+        batch_size=batch_size,
+        lr=lr,
         balance_groups=balance_groups,
         train_only=dict(item.split("=", 1) for item in train_only) if train_only else None,
     )
@@ -99,13 +137,13 @@ def crossval_cmd(
 ) -> None:
     """Grouped k-fold cross-validation; prints per-fold and pooled out-of-fold figures."""
     from iomt.vision.crossval import crossval
-    from iomt.vision.train import TrainConfig, headline
+    from iomt.vision.train import headline
 
     folder = out or Path("runs") / f"cv-{task.replace('/', '-')}-{arch}-{img_size}"
-    config = TrainConfig(
-        task=task,
-        data=str(_data_dir(task, data)),
-        out=str(folder),
+    config = _train_config(
+        task,
+        data,
+        folder,
         arch=arch,
         img_size=img_size,
         epochs=epochs,
