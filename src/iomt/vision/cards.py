@@ -83,7 +83,9 @@ TASK_NOTES: dict[str, str] = {
     ),
 }
 
-_KEYS = (
+#: Headline metrics of an evaluation report, in display order (also used by
+#: :mod:`iomt.vision.report`).
+METRIC_KEYS = (
     "n",
     "accuracy",
     "sensitivity",
@@ -118,7 +120,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         scopes.append(("patients (mean prob.)", metrics["group"]))
     if metrics.get("adult"):
         scopes.append(("adults only", metrics["adult"]))
-    keys = [k for k in _KEYS if any(k in rep for _, rep in scopes)]
+    keys = [k for k in METRIC_KEYS if any(k in rep for _, rep in scopes)]
     lines = [
         "| metric | " + " | ".join(s for s, _ in scopes) + " |",
         "|---|" + "---|" * len(scopes),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from iomt.vision.cards import METRIC_KEYS
 from iomt.vision.evaluate import Predictions
 from iomt.vision.tasks import TaskSpec
 
@@ -153,18 +154,7 @@ def tsne_figure(pred: Predictions, labels: list[str], seed: int = 0) -> str | No
 def _metric_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     ci = report.get("ci", {})
-    for key in (
-        "n",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "f1",
-        "auc",
-        "macro_f1",
-        "macro_auc",
-        "threshold",
-    ):
+    for key in (*METRIC_KEYS, "threshold"):
         if key not in report or report[key] is None:
             continue
         value = report[key]
