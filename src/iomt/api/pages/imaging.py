@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from iomt.domain.analysis import Box
 from iomt.domain.imaging import Modality
 from iomt.store.models import Finding as FindingRow
 from iomt.store.models import Study as StudyRow
@@ -14,7 +15,11 @@ from iomt.store.models import Study as StudyRow
 
 @dataclass(frozen=True, slots=True)
 class FindingView:
-    """A finding as the study and patient pages show it."""
+    """A finding as the study and patient pages show it.
+
+    ``boxes`` are the stored detections as the domain's :class:`~iomt.domain.analysis.Box`
+    (image pixel coordinates), rebuilt from the finding row's JSON.
+    """
 
     id: int
     label: str
@@ -26,21 +31,9 @@ class FindingView:
     model_version: str
     probabilities: list[tuple[str, float]]
     counts: list[tuple[str, int]]
-    boxes: list[BoxView]
+    boxes: list[Box]
     heatmap_url: str | None
     created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class BoxView:
-    """A detected box in image pixels."""
-
-    label: str
-    score: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +79,7 @@ def to_finding_view(row: FindingRow) -> FindingView:
         ),
         counts=[(str(k), int(v)) for k, v in (row.counts or {}).items()],
         boxes=[
-            BoxView(
+            Box(
                 label=str(b.get("label", "")),
                 score=float(b.get("score", 0.0)),
                 x1=float(b["x1"]),
