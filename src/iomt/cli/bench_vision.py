@@ -5,8 +5,8 @@ Per model: batch-1 p50/p99 latency of the model call on a preprocessed tensor, i
 batch ``--batch``, FLOPs from the ONNX graph and the compute bound ``FLOPs / peak GFLOP/s``
 (peak = best fp32 matrix product in this run, ORT or numpy). ``serving_e2e`` times what an
 upload costs: preprocessing at the image's own size, the served variant and the heatmap.
-PyTorch runs only where the training checkpoint (``best.pt``) is found: the card's
-``checkpoint`` or ``run_dir`` key, the ``--out`` of its training command, the trainer's
+PyTorch runs only where a state dict is found: ``model.pt`` shipped beside the ONNX file, the
+card's ``checkpoint`` or ``run_dir`` key, the ``--out`` of its training command, the trainer's
 default run folder, or ``--checkpoint ID=PATH``. Runtimes are measured one after the other
 (never concurrently: ORT and PyTorch thread pools thrash each other, onnxruntime#13808).
 """
@@ -127,6 +127,9 @@ def bench_model(
             )
         out["runtimes"][name] = entry
     out["runtimes"]["serving_e2e"] = _bench_serving(model, images[0], threads, repeats)
+    shipped = model.file_path().with_name("model.pt")  # the state dict shipped with the model
+    if shipped.is_file():
+        checkpoints = {card.id: shipped, **checkpoints}
     checkpoint = find_checkpoint(card, checkpoints)
     if checkpoint is None:
         out["runtimes"]["torch_eager"] = {"skipped": "no training checkpoint (best.pt) found"}
