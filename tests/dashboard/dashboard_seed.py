@@ -194,7 +194,9 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
                     out.alice_alert_ids.append(int(raised["id"]))
             previous = verdict.level
 
-    # Alice's chest X-ray with a positive finding, its heatmap and one detected box.
+    # Alice's chest X-ray with a hand-made finding (a fixture, named as such, so the page's
+    # rendering of probability, threshold, heatmap and box can be checked against known values;
+    # the smear study below is analysed by a real shipped model).
     images = ImageStore(image_root)
     png = _xray_png()
     digest, relative = images.put(png)
@@ -222,8 +224,8 @@ def seed(session: Session, *, image_root: Path, now: datetime | None = None) -> 
             probability=0.91,
             threshold=0.42,
             positive=True,
-            model_id="chest/cxr-covid/densenet121",
-            model_version="2026.03.1",
+            model_id="test-fixture/cxr-covid",
+            model_version="fixture-1",
             probabilities={"covid": 0.91, "non-covid": 0.09},
             boxes=(Box("opacity", 0.77, 0.18 * width, 0.45 * height, 0.45 * width, 0.78 * height),),
         ),

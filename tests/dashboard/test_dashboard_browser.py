@@ -288,7 +288,7 @@ def test_study_page_heatmap_toggle_and_model_version(
     page.wait_for_function("document.getElementById('study-image').naturalWidth > 0")
     page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
     text = page.locator("main").inner_text()
-    assert "91.0%" in text and "0.420" in text and "version 2026.03.1" in text
+    assert "91.0%" in text and "0.420" in text and "version fixture-1" in text
     assert page.locator("svg.boxes rect").count() == 1
 
     def heat_opacity() -> float:
