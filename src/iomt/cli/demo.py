@@ -92,6 +92,7 @@ def _start_server(settings: Settings, app: Any, port: int) -> tuple[Any, threadi
     deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            log.error("the API server did not start on %s:%s", settings.api_host, port)
             raise typer.Exit(1)
         time.sleep(0.05)
     return server, thread
