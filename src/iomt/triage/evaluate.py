@@ -22,7 +22,7 @@ import numpy as np
 
 from iomt.triage.classifier import FLCDClassifier
 from iomt.triage.news2 import news2, news2_level
-from iomt.triage.ruleset import VERDICT_TERMS
+from iomt.triage.ruleset import VERDICT_TERMS, category_of
 from iomt.triage.synthetic import SyntheticData, generate
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _flcd(**params: Any) -> Fitter:
         if params.get("fit_thresholds", True) or params.get("weights", "paper") != "paper":
             clf.fit(x_tr, y_tr)
         values = clf.decision_function(x_te)
-        return clf.predict(x_te), clf.scores_from_values(values)
+        return category_of(values, clf.thresholds_), clf.scores_from_values(values)
 
     return run
 
