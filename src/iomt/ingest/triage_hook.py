@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -68,7 +68,6 @@ class TriageScheduler:
         self.tracker = WindowTracker(
             window_minutes, silence_s=silence_s if silence_s is not None else 2 * tick_s
         )
-        self.length = timedelta(minutes=window_minutes)
         self.verdicts = 0
         self.alerts_raised = 0
         self._pending: list[tuple[int, datetime]] = []
@@ -92,21 +91,19 @@ class TriageScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _on_commit(self, newest: Mapping[int, datetime]) -> None:
-        closed = self.tracker.observe(newest, time.monotonic())
+    def _enqueue(self, closed: list[tuple[int, datetime]]) -> None:
         if closed:
             self._pending.extend(closed)
             assert self._wake is not None
             self._wake.set()
 
+    def _on_commit(self, newest: Mapping[int, datetime]) -> None:
+        self._enqueue(self.tracker.observe(newest, time.monotonic()))
+
     async def _timer(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            closed = self.tracker.expire(datetime.now(UTC), time.monotonic())
-            if closed:
-                self._pending.extend(closed)
-                assert self._wake is not None
-                self._wake.set()
+            self._enqueue(self.tracker.expire(datetime.now(UTC), time.monotonic()))
 
     async def _worker(self) -> None:
         assert self._wake is not None
@@ -130,8 +127,9 @@ class TriageScheduler:
         """
         raised: list[dict[str, Any]] = []
         with self.service.sessions() as session:
+            length = self.tracker.length
             windows = [
-                readings_for_window(session, patient_id=pid, start=start, end=start + self.length)
+                readings_for_window(session, patient_id=pid, start=start, end=start + length)
                 for pid, start in closed
             ]
             verdicts = self.step.assess(windows)
