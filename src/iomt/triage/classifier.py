@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from iomt.errors import ValidationError
-from iomt.triage.engine import EngineType, FuzzyEngine, MissingPolicy, fire
+from iomt.triage.engine import EngineType, FuzzyEngine, MissingPolicy
 from iomt.triage.preprocess import knn_wrapper_weights, reject_outliers
 from iomt.triage.ruleset import (
     VERDICT_TERMS,
@@ -210,8 +210,8 @@ class FLCDClassifier:
         engine, cuts = self._engine()
         x = np.atleast_2d(np.asarray(x, dtype=float))
         inf = engine.infer(x)
-        lo, up = engine.fuzzify(x)
-        strength = (fire(lo) + fire(up)) / 2
+        f_lo, f_up = engine.firing(x)  # the same array for type-1
+        strength = f_up if f_lo is f_up else (f_lo + f_up) / 2
         order = np.argsort(-strength, axis=1, kind="stable")[:, :top]
         levels = category_of(inf.value, cuts)
         rs = engine.ruleset
