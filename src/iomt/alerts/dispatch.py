@@ -29,7 +29,7 @@ from iomt.domain.analysis import TriageVerdict, WindowVitals
 from iomt.domain.triage import TriageLevel
 from iomt.store.alerting import add_notification, create_alert, due_notifications, record_attempt
 from iomt.store.identity import clinicians_for_patient
-from iomt.store.models import Alert
+from iomt.store.models import Alert, Notification
 from iomt.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,6 @@ class AlertDispatcher:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.poll_s = poll_s
-        self.raised = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -118,7 +117,6 @@ class AlertDispatcher:
         )
         if not new:
             return None
-        self.raised += 1
         if "webhook" in self.channels:
             for url in self.webhook_urls:
                 add_notification(session, alert_id=alert.id, channel="webhook", target=url)
@@ -200,8 +198,6 @@ class AlertDispatcher:
             return out
 
     def _record(self, notification_id: int, error: str | None) -> None:
-        from iomt.store.models import Notification
-
         with self.sessions() as session:
             row = session.get(Notification, notification_id)
             if row is None:

@@ -25,7 +25,6 @@ class AlertFeed:
     def __init__(self, max_queue: int = 1000) -> None:
         self.max_queue = max_queue
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.published = 0
         self.dropped = 0
 
     @property
@@ -35,7 +34,6 @@ class AlertFeed:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand ``event`` to every subscriber (call on the event loop; never blocks)."""
-        self.published += 1
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
