@@ -124,13 +124,9 @@ class ClippedCentroid:
         return d_area, d_mom
 
 
-def aggregate_grid(strengths: np.ndarray, mf: np.ndarray) -> np.ndarray:
-    """``max_c min(F_c, MF_c(y))`` on the grid: strengths (N, C), mf (C, U) -> (N, U)."""
-    return np.minimum(strengths[:, :, None], mf[None, :, :]).max(axis=1)
-
-
 class GridAggregator:
-    """:func:`aggregate_grid` for fixed MFs, evaluating only the columns where terms overlap.
+    """``max_c min(F_c, MF_c(y))`` on the grid for fixed MFs (C, U), evaluating only the
+    columns where terms overlap.
 
     A column where one term has membership 1 and the others 0 is that term's strength; a
     column where all are 0 stays 0; only the remaining ("mixed") columns need the min/max.
