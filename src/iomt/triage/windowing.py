@@ -35,9 +35,12 @@ CONTACT_FT = 6.0
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Aggregation settings: window length and the fewest readings that count per kind."""
+    """Aggregation settings: the fewest readings that count per kind.
 
-    minutes: int = 15
+    The window length is the ingest side's (``iomt.ingest.windows``); the step only sees
+    closed windows.
+    """
+
     min_readings: Mapping[VitalKind, int] = field(
         default_factory=lambda: {
             VitalKind.TEMPERATURE: 3,
