@@ -20,14 +20,6 @@ class TlsFiles:
     server_cert: Path
     server_key: Path
 
-    def server_certificates(self) -> tuple[bytes, bytes, bytes]:
-        """``(ca, cert, key)`` bytes in the order Flower's server expects."""
-        return (
-            self.ca_cert.read_bytes(),
-            self.server_cert.read_bytes(),
-            self.server_key.read_bytes(),
-        )
-
 
 def make_self_signed(
     out: str | Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = 30
