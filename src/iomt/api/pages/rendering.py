@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from iomt.api import deps
 from iomt.api.pages import session as web
 from iomt.api.pages.charts import LEVEL_STYLES
 from iomt.domain.triage import TriageLevel
@@ -138,4 +139,4 @@ def forbidden(request: Request, user: web.PageUser, db: Session) -> HTMLResponse
 
 def audit(request: Request, db: Session, user: web.PageUser, patient_ids: list[int]) -> None:
     """Record that ``user`` read these patients' data through this page (committed)."""
-    web.audit_read(db, user=user, patient_ids=patient_ids, request=request)
+    deps.audit_reads(request, db, user.principal, patient_ids)

@@ -258,12 +258,3 @@ def count_open_alerts(db: Session, user: PageUser) -> int:
     if ids is not None:
         query = query.where(Alert.patient_id.in_(ids))
     return int(db.scalar(query) or 0)
-
-
-def _ip(request: Request) -> str | None:
-    return deps.client_ip(request)
-
-
-def audit_read(db: Session, *, user: PageUser, patient_ids: list[int], request: Request) -> None:
-    """Write (and commit) the API's audit rows: this user read these patients' data."""
-    deps.audit_reads(request, db, user.principal, patient_ids)

@@ -103,7 +103,7 @@ async def alerts_stream(
                 query = query.where(Alert.patient_id.in_(ids))
             rows = list(db.scalars(query))
             newest = max([after, *(a.id for a in rows)])
-            web.audit_read(db, user=user, patient_ids=[a.patient_id for a in rows], request=request)
+            audit(request, db, user, [a.patient_id for a in rows])
             events = []
             for view in to_alert_views(db, rows, can_ack=user.role in STAFF):
                 html = templates.get_template("_alert.html").render(alert=view, csrf=csrf)
