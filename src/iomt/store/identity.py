@@ -28,6 +28,13 @@ def _dummy_hash() -> str:
     return hash_secret("no such user")
 
 
+def _password_hash(password: str) -> str:
+    """The argon2 hash of ``password``; raises ValidationError if it is shorter than 8."""
+    if len(password) < 8:
+        raise ValidationError("the password must have at least 8 characters")
+    return hash_secret(password)
+
+
 def create_patient(
     session: Session, *, name: str, mrn: str, birth_date: date | None = None
 ) -> Patient:
@@ -78,13 +85,12 @@ def create_user(
         raise ValidationError(f"only patient users are linked to a patient, not role {role!r}")
     if patient_id is not None:
         get_patient(session, patient_id=patient_id)
-    if len(password) < 8:
-        raise ValidationError("the password must have at least 8 characters")
+    password_hash = _password_hash(password)
     if get_user_by_username(session, username=username) is not None:
         raise ValidationError(f"username {username!r} is taken")
     user = User(
         username=username,
-        password_hash=hash_secret(password),
+        password_hash=password_hash,
         role=role,
         patient_id=patient_id,
         full_name=full_name,
@@ -115,9 +121,7 @@ def list_users(session: Session) -> list[User]:
 
 def set_password(session: Session, *, user: User, password: str) -> None:
     """Replace a user's password (the caller commits)."""
-    if len(password) < 8:
-        raise ValidationError("the password must have at least 8 characters")
-    user.password_hash = hash_secret(password)
+    user.password_hash = _password_hash(password)
 
 
 def authenticate_user(session: Session, *, username: str, password: str) -> User | None:
