@@ -50,6 +50,15 @@ async def _connect(client: mqtt.Client, port: int) -> mqtt.ReasonCode:
     return reason
 
 
+async def _connected_device(runtime: IngestRuntime, seeded: Seeded, device_id: str) -> mqtt.Client:
+    """A paho client of a seeded device, connected to the runtime's broker with its secret."""
+    port = runtime.mqtt_port
+    assert port
+    client = _client(device_id, seeded.secrets[device_id])
+    assert not (await _connect(client, port)).is_failure
+    return client
+
+
 async def test_connect_needs_the_device_secret(runtime: IngestRuntime, seeded: Seeded) -> None:
     port = runtime.mqtt_port
     assert port
@@ -137,10 +146,7 @@ async def test_foreign_topic_is_refused_dead_lettered_and_disconnects(
 async def test_bad_readings_are_dead_lettered_good_ones_stored(
     runtime: IngestRuntime, seeded: Seeded
 ) -> None:
-    port = runtime.mqtt_port
-    assert port
-    client = _client("wear-1", seeded.secrets["wear-1"])
-    assert not (await _connect(client, port)).is_failure
+    client = await _connected_device(runtime, seeded, "wear-1")
     now = time.time()
     body = json.dumps(
         {
@@ -171,10 +177,7 @@ async def test_bad_readings_are_dead_lettered_good_ones_stored(
 async def test_unbound_device_readings_are_dead_lettered(
     runtime: IngestRuntime, seeded: Seeded
 ) -> None:
-    port = runtime.mqtt_port
-    assert port
-    client = _client("loose-1", seeded.secrets["loose-1"])
-    assert not (await _connect(client, port)).is_failure
+    client = await _connected_device(runtime, seeded, "loose-1")
     info = client.publish("iomt/devices/loose-1/readings", _batch(range(5)), qos=1)
     await asyncio.to_thread(info.wait_for_publish, 5)
     client.disconnect()
@@ -220,10 +223,7 @@ async def test_qos0_flood_is_throttled_by_back_pressure_and_fully_stored(seeded:
     runtime = IngestRuntime(seeded.settings, seeded.sessions, triage_step=False, max_backlog=300)
     await runtime.start()
     try:
-        port = runtime.mqtt_port
-        assert port
-        client = _client("wear-2", seeded.secrets["wear-2"])
-        assert not (await _connect(client, port)).is_failure
+        client = await _connected_device(runtime, seeded, "wear-2")
         for i in range(200):
             client.publish("iomt/devices/wear-2/readings", _batch(range(i * 20, i * 20 + 20)))
 
