@@ -120,7 +120,7 @@ def _proportion(successes: int, n: int, confidence: float) -> dict[str, Any]:
     return {
         "value": p,
         "ci": list(wilson_interval(successes, n, confidence)),
-        "ci_normal": list(normal_interval(p, n, confidence)) if n else [np.nan, np.nan],
+        "ci_normal": list(normal_interval(p, n, confidence)),
         "k": int(successes),
         "n": int(n),
     }
@@ -181,7 +181,7 @@ def binary_report(
     ci["f1"] = {"bootstrap": list(bootstrap_interval(f1_stat, truth, scores, **boot))}
     report["auc"] = auc
     ci["auc"] = {"bootstrap": list(bootstrap_interval(auc_stat, truth, scores, **boot))}
-    report["error_rate"] = 1.0 - props["accuracy"]["value"] if n else float("nan")
+    report["error_rate"] = 1.0 - props["accuracy"]["value"]
     report["confusion"] = {"tp": tp, "fn": fn, "fp": fp, "tn": tn, "matrix": [[tn, fp], [fn, tp]]}
     report["ci"] = ci
     report["confidence"] = confidence
@@ -259,7 +259,7 @@ def multiclass_report(
         "n": n,
         "labels": list(labels),
         "accuracy": acc["value"],
-        "error_rate": 1.0 - acc["value"] if n else float("nan"),
+        "error_rate": 1.0 - acc["value"],
         "macro_f1": macro_f1(truth, pred),
         "micro_f1": float(f1_score(truth, pred, labels=list(range(k)), average="micro")),
         "macro_precision": float(np.mean([c["precision"] for c in per_class.values()])),
