@@ -1,1 +1,1 @@
-"""Metrics, confidence intervals, operating thresholds, plots and reports (compute, then draw)."""
+"""Metrics, confidence intervals and operating thresholds (``metrics``)."""
