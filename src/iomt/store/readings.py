@@ -49,8 +49,9 @@ def _insert_sqlite(
     patient_id_by_device: Mapping[str, int],
     now: datetime,
 ) -> int:
-    # The hot path of ingest: straight to sqlite3's executemany with ready tuples (SQLAlchemy's
-    # per-row parameter processing would cost 4x the insert itself). sqlite3 sums the changes,
+    # The hot path of ingest: straight to sqlite3's executemany with ready tuples (through
+    # SQLAlchemy's per-row parameter processing, 200k readings in batches of 5,000 went in at
+    # 45k/s; this way 70-72k/s, on the loaded 2-core machine). sqlite3 sums the changes,
     # and rows skipped by the conflict clause count zero. Readings of one device often share
     # a time stamp (several kinds per sample), so each distinct time is formatted once.
     received = _sqlite_time(now)
