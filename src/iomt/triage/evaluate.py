@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from iomt.triage.classifier import FLCDClassifier
 from iomt.triage.news2 import news2, news2_level
@@ -39,12 +40,6 @@ PAPER = {
 }  # fmt: skip
 
 Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def _softmax_rows(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _flcd(**params: Any) -> Fitter:
@@ -68,7 +63,7 @@ def _news2_partial(columns: list[str]) -> Fitter:
         hi = np.array([0, 4, 6, 20])
         v = s.score[:, None] + 0.5 * s.any_three[:, None]
         dist = np.maximum(lo - v, 0) + np.maximum(v - hi, 0)
-        return level, _softmax_rows(-dist)
+        return level, softmax(-dist, axis=1)
 
     return run
 
@@ -98,7 +93,7 @@ def _sklearn(name: str, seed: int) -> Fitter:
         model.fit(x_tr, y_tr)
         pred = model.predict(x_te)
         if name == "svm":
-            scores = _softmax_rows(model.decision_function(x_te))
+            scores = softmax(model.decision_function(x_te), axis=1)
         else:
             scores = model.predict_proba(x_te)
         return pred, scores
