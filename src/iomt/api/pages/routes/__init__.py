@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from iomt.api.pages.rendering import STATIC_DIR
 from iomt.api.pages.routes import admin, alerts, login, patients, studies
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 for _module in (login, patients, studies, alerts, admin):

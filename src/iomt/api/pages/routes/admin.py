@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
@@ -26,8 +25,6 @@ from iomt.api.pages.rendering import (
 )
 from iomt.errors import NotFound, ValidationError
 from iomt.store.models import DEVICE_KIND_VALUES
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 

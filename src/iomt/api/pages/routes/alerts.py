@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -37,8 +36,6 @@ from iomt.api.pages.rendering import (
 from iomt.errors import NotFound
 from iomt.store import crud
 from iomt.store.models import Alert
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 

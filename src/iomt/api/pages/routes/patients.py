@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -29,8 +28,6 @@ from iomt.api.pages.rendering import (
 from iomt.api.pages.ward import ONLINE_WINDOW, build_ward
 from iomt.errors import NotFound
 from iomt.store import crud
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
