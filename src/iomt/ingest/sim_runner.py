@@ -13,7 +13,7 @@ import mimetypes
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,7 @@ class Roster:
 
     def to_json(self) -> str:
         """Serialise (the file holds device secrets: keep it private)."""
-        return json.dumps(
-            {
-                "wearables": [_dev(d) for d in self.wearables],
-                "imagers": [_dev(d) for d in self.imagers],
-            },
-            indent=1,
-        )
+        return json.dumps(asdict(self), indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Roster:
@@ -72,15 +66,6 @@ class Roster:
             wearables=[SimDevice(**d) for d in data["wearables"]],
             imagers=[SimDevice(**d) for d in data.get("imagers", [])],
         )
-
-
-def _dev(device: SimDevice) -> dict[str, Any]:
-    return {
-        "device_id": device.device_id,
-        "secret": device.secret,
-        "patient_id": device.patient_id,
-        "kind": device.kind,
-    }
 
 
 def provision(
