@@ -77,7 +77,7 @@ class FLCDTriageStep:
                 explained[row]["rules"] = []
                 explained[row]["note"] = "no vital-sign readings in this window: not informative"
         names = list(INPUT_KINDS)
-        idx = {name: names.index(name) for name in names}
+        idx = {name: i for i, name in enumerate(names)}
         score = news2(
             resp_rate=x_all[:, idx["resp_rate"]],
             spo2=x_all[:, idx["spo2"]],
