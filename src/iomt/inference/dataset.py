@@ -32,16 +32,15 @@ class ManifestRow:
     fields: Mapping[str, str] = field(default_factory=dict)
 
 
-def read_manifest(directory: Path, where: Mapping[str, str] | None = None) -> list[ManifestRow]:
-    """Rows of ``<directory>/manifest.csv``, optionally only those whose columns equal ``where``.
+def read_manifest(directory: Path) -> list[ManifestRow]:
+    """Rows of ``<directory>/manifest.csv`` (filter them with :func:`filter_rows`).
 
     A missing ``group_id`` column (or empty cell) makes each file its own group.
 
     Raises
     ------
     ValidationError
-        If the manifest is missing or lacks the ``file``/``label`` columns, or a ``where``
-        column does not exist.
+        If the manifest is missing or lacks the ``file``/``label`` columns.
     """
     manifest = directory / MANIFEST
     if not manifest.is_file():
@@ -52,22 +51,15 @@ def read_manifest(directory: Path, where: Mapping[str, str] | None = None) -> li
         missing = {"file", "label"} - columns
         if missing:
             raise ValidationError(f"{manifest} lacks column(s) {sorted(missing)}")
-        unknown = set(where or {}) - columns
-        if unknown:
-            raise ValidationError(f"{manifest} has no column(s) {sorted(unknown)} to filter on")
-        rows = []
-        for record in reader:
-            if where and any(record.get(k) != v for k, v in where.items()):
-                continue
-            rows.append(
-                ManifestRow(
-                    path=directory / record["file"],
-                    label=record["label"],
-                    group_id=record.get("group_id") or record["file"],
-                    fields=dict(record),
-                )
+        return [
+            ManifestRow(
+                path=directory / record["file"],
+                label=record["label"],
+                group_id=record.get("group_id") or record["file"],
+                fields=dict(record),
             )
-    return rows
+            for record in reader
+        ]
 
 
 def filter_rows(rows: Sequence[ManifestRow], where: Mapping[str, str]) -> list[ManifestRow]:
