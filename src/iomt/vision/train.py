@@ -365,7 +365,7 @@ def train(
         "threshold": threshold,
         "best_epoch": best_epoch,
         "val_score": best,
-        "val": _headline(val_report),
+        "val": headline(val_report),
         "split_sizes": {
             k: {"images": len(v), "groups": len({manifest.groups[i] for i in v})}
             for k, v in split.items()
@@ -379,7 +379,8 @@ def train(
     return run
 
 
-def _headline(report: dict[str, Any]) -> dict[str, Any]:
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The main figures of a report (for logs and the CLI)."""
     keys = ("n", "accuracy", "sensitivity", "specificity", "auc", "macro_f1", "threshold")
     head = {k: report[k] for k in keys if k in report}
     for sub in ("group", "adult"):
@@ -399,7 +400,3 @@ def _progress(enabled: bool) -> Any:
         disable=not enabled,
     )
 
-
-def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The main figures of a report (for logs and the CLI)."""
-    return _headline(report)
