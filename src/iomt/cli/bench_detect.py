@@ -34,10 +34,6 @@ def _images(task: str, channels: int, count: int, data_root: Path) -> tuple[list
     return noise, "random pixels (dataset not found)"
 
 
-def _pixels(image: Any) -> Any:
-    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-
-
 def _cycle(fn: Any, items: list[Any]) -> Any:
     state = {"i": 0}
 
@@ -58,6 +54,7 @@ def _torch_call(model: Any, image: Any) -> None:
 def _bench_model(registered: Any, threads: int, repeats: int, data_root: Path) -> dict[str, Any]:
     import torch
 
+    from iomt.cli.detect import _pixels
     from iomt.inference.benchmark import measure
     from iomt.inference.detector import OnnxDetector
     from iomt.vision.detection.export import torch_from_onnx
