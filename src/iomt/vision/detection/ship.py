@@ -8,13 +8,13 @@ the card is written.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from iomt.inference.registry import sha256_file
 from iomt.vision.detection.data import load_box_data
 from iomt.vision.detection.evaluate import Detections
 from iomt.vision.detection.export import box_agreement, export_onnx, write_card
@@ -72,7 +72,7 @@ def export_checkpoint(
     threshold = choose_threshold(val, torch_val, task.labels)
     test_files = [data.manifest.records[i].file for i in ckpt["split"]["test"]]
     (model_dir / "test_files.txt").write_text("\n".join(test_files) + "\n")
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    digest = sha256_file(onnx_path)
     hist = ckpt["history"]
     own: dict[str, Any] = next(
         (r for r in hist["epochs"] if int(r["epoch"]) == int(ckpt["epoch"])), {}
