@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,7 +285,3 @@ def train_detector(
             break
     return best_path if best_path.exists() else last_path
 
-
-def split_of(ckpt: dict[str, Any], side: str) -> Sequence[int]:
-    """Manifest indices of ``side`` ("train", "val", "test") stored in a checkpoint."""
-    return list(ckpt["split"][side])
