@@ -9,9 +9,6 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from iomt.api.pages.charts import (
-    LEVEL_STYLES,
-)
 from iomt.domain.triage import TriageLevel
 from iomt.store.models import Alert, Patient, User
 
@@ -33,7 +30,6 @@ class AlertView:
     patient_name: str
     severity: str
     level: TriageLevel
-    icon: str
     title: str
     body: str
     latitude: float | None
@@ -72,7 +68,6 @@ def to_alert_views(session: Session, alerts: Sequence[Alert], *, can_ack: bool) 
                 patient_name=names.get(alert.patient_id, f"patient {alert.patient_id}"),
                 severity=alert.severity,
                 level=level,
-                icon=LEVEL_STYLES[level].icon,
                 title=alert.title,
                 body=alert.body,
                 latitude=alert.latitude,

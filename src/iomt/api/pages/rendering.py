@@ -88,7 +88,7 @@ def render(
 ) -> HTMLResponse:
     """Render a page with the layout's common context (user, CSRF token, open-alert count)."""
     open_alerts = None
-    if user is not None and db is not None and user.role in ("clinician", "admin"):
+    if user is not None and db is not None and user.role in STAFF:
         open_alerts = web.count_open_alerts(db, user)
     base = {
         "user": user,
