@@ -157,7 +157,7 @@ _UNITS = _unit_table()
 
 
 def _to_reading(
-    device_id: str, item: ReadingIn, bounds: _Bounds, seen: set[tuple[int, str]] | None
+    device_id: str, item: ReadingIn, bounds: _Bounds, seen: set[tuple[int, str]]
 ) -> Reading:
     """Check one parsed reading and convert it to canonical units.
 
@@ -188,11 +188,10 @@ def _to_reading(
         _check_time(stamp, bounds)
     if (item.lat is None) != (item.lon is None):
         raise ValidationError("lat and lon must be given together")
-    if seen is not None:
-        key = (item.seq, item.kind)
-        if key in seen:
-            raise ValidationError(f"seq {item.seq} kind {item.kind} repeated in the same batch")
-        seen.add(key)
+    key = (item.seq, item.kind)
+    if key in seen:
+        raise ValidationError(f"seq {item.seq} kind {item.kind} repeated in the same batch")
+    seen.add(key)
     return Reading(
         device_id, item.seq, kind, value, datetime.fromtimestamp(stamp, UTC), item.lat, item.lon
     )
