@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from iomt.api.context import context_of
 from iomt.api.pages import session as web
-from iomt.api.pages.imaging import operating_point, to_study_view
+from iomt.api.pages.imaging import FindingView, operating_point, to_study_view
 from iomt.api.pages.overlay import heatmap_overlay
 from iomt.api.pages.patient import to_patient_info
 from iomt.api.pages.rendering import (
@@ -46,20 +47,32 @@ def _readable_study(db: Session, user: web.PageUser, study_id: int) -> StudyRow 
     return study if access == 200 else access
 
 
-def _card_operating_point(request: Request, model_id: str, label: str) -> list[tuple[str, str]]:
-    """The held-out performance of the model's decision rule, from its registry card."""
+def _card_operating_points(
+    request: Request, findings: Sequence[FindingView]
+) -> dict[int, list[tuple[str, str]]]:
+    """Per finding, the held-out performance of its model's decision rule, from the registry
+    card (the models directory is scanned once per page, not once per finding)."""
+    if not findings:
+        return {}
     from iomt.inference.registry import ModelRegistry
 
     try:
-        card = ModelRegistry.from_settings(context_of(request).settings).get(model_id).card
+        registry = ModelRegistry.from_settings(context_of(request).settings)
     except IomtError:
-        return []
-    target = getattr(card, "target_sensitivity", None)
-    return operating_point(
-        card.metrics,
-        label=label,
-        target_sensitivity=float(target) if isinstance(target, int | float) else None,
-    )
+        return {}
+    points: dict[int, list[tuple[str, str]]] = {}
+    for finding in findings:
+        try:
+            card = registry.get(finding.model_id).card
+        except NotFound:
+            continue
+        target = getattr(card, "target_sensitivity", None)
+        points[finding.id] = operating_point(
+            card.metrics,
+            label=finding.label,
+            target_sensitivity=float(target) if isinstance(target, int | float) else None,
+        )
+    return points
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
@@ -69,7 +82,7 @@ def study_page(request: Request, study_id: int, user: UserDep, db: DbDep) -> HTM
     if isinstance(study, int):
         return denied(request, user, db, study)
     view = to_study_view(study)
-    cards = {f.id: _card_operating_point(request, f.model_id, f.label) for f in view.findings}
+    cards = _card_operating_points(request, view.findings)
     patient = to_patient_info(crud.get_patient(db, patient_id=study.patient_id))
     audit(request, db, user, [study.patient_id])
     return render(
