@@ -24,7 +24,7 @@ from iomt.ingest.mqtt_broker import (
     RefusedPublish,
     readings_topic,
 )
-from iomt.ingest.service import IngestService
+from iomt.ingest.service import DoneCallback, IngestService
 from iomt.store.credentials import verify_device_secret
 
 log = logging.getLogger(__name__)
@@ -146,17 +146,7 @@ class IngestRuntime:
     def _on_readings(
         self, conn: Connection, device_id: str, payload: bytes, packet_id: int | None
     ) -> None:
-        if packet_id is None:
-            self.service.submit(device_id, payload, source="mqtt", topic=readings_topic(device_id))
-            self._maybe_pause()
-            return
-
-        def done(ok: bool) -> None:
-            if ok:
-                conn.ack(packet_id)
-            else:  # not stored: no PUBACK; closing makes the device resend after reconnecting
-                conn.close()
-
+        done = None if packet_id is None else _ack_when_stored(conn, packet_id)
         self.service.submit(
             device_id, payload, done=done, source="mqtt", topic=readings_topic(device_id)
         )
@@ -182,6 +172,18 @@ class IngestRuntime:
             payload=refused.payload,
             reason=refused.reason,
         )
+
+
+def _ack_when_stored(conn: Connection, packet_id: int) -> DoneCallback:
+    """The ``done`` callback of a QoS 1 message: PUBACK once committed."""
+
+    def done(ok: bool) -> None:
+        if ok:
+            conn.ack(packet_id)
+        else:  # not stored: no PUBACK; closing makes the device resend after reconnecting
+            conn.close()
+
+    return done
 
 
 async def run_ingest_forever(settings: Settings, sessions: sessionmaker[Session]) -> None:
