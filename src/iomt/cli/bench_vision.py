@@ -274,9 +274,9 @@ def vision(
         "models": results,
     }  # fmt: skip
     if as_json:
-        from iomt.cli.vision_serving import _json_ready
+        from iomt.vision.export import json_ready
 
-        typer.echo(json.dumps(_json_ready(report), indent=2))
+        typer.echo(json.dumps(json_ready(report), indent=2))
     else:
         _print_table(report)
 

@@ -8,26 +8,12 @@ over a folder in the shared layout and prints ONE JSON object on stdout (progres
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from iomt.cli.vision import app
-
-
-def _json_ready(value: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars by Python ones (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _parse_where(where: list[str]) -> dict[str, str]:
@@ -55,6 +41,7 @@ def models(
     from iomt.config import get_settings
     from iomt.domain.imaging import Modality
     from iomt.inference.registry import ModelRegistry, resolve_models_dir
+    from iomt.vision.export import json_ready
 
     directory = resolve_models_dir(get_settings())
     registry = ModelRegistry.scan(directory)
@@ -81,7 +68,7 @@ def models(
         for m in chosen
     ]
     if as_json:
-        typer.echo(json.dumps(_json_ready(rows), indent=2))
+        typer.echo(json.dumps(json_ready(rows), indent=2))
         return
     table = Table(title=f"Registered models ({directory})")
     for column in ("id", "task", "modality", "version", "arch", "labels", "threshold", "serves"):
@@ -115,6 +102,7 @@ def evaluate(
 ) -> None:
     """Run an ONNX model over a dataset folder with its frozen threshold; report metrics + CIs."""
     from iomt.errors import IomtError
+    from iomt.vision.export import json_ready
 
     try:
         report = evaluate_folder(
@@ -126,7 +114,7 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
     if as_json:
-        typer.echo(json.dumps(_json_ready(report)))
+        typer.echo(json.dumps(json_ready(report)))
     else:
         _print_summary(report)
 
@@ -286,6 +274,7 @@ def quantize(
     where images share groups, patient level) is within 0.5 pt of fp32 and it is faster.
     """
     from iomt.errors import IomtError
+    from iomt.vision.export import json_ready
 
     try:
         result = quantize_and_judge(
@@ -295,7 +284,7 @@ def quantize(
     except IomtError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(_json_ready(result), indent=2))
+    typer.echo(json.dumps(json_ready(result), indent=2))
 
 
 def quantize_and_judge(
@@ -319,6 +308,7 @@ def quantize_and_judge(
     from iomt.inference.predictor import OnnxClassifier
     from iomt.inference.quantize import holds_accuracy, quantize_model, record_variant
     from iomt.inference.registry import ModelRegistry
+    from iomt.vision.export import json_ready
 
     registered = ModelRegistry.from_settings(get_settings()).resolve(model_ref)
     card = registered.card
@@ -369,7 +359,7 @@ def quantize_and_judge(
         "p50_ms_fp32": fp32["latency_b1"]["p50_ms"], "p50_ms_int8": int8["latency_b1"]["p50_ms"],
         "speedup_b1": speedup, "threads": threads, "holds_auc": holds,
     }  # fmt: skip
-    record_variant(registered, "int8", target, use=use, metrics=_json_ready(metrics))
+    record_variant(registered, "int8", target, use=use, metrics=json_ready(metrics))
     return {"model": card.id, "variant": "int8", "file": str(target), "use": use, **metrics}
 
 
