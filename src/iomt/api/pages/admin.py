@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from iomt.api.pages.ward import DeviceView, is_online
+from iomt.api.pages.ward import DeviceView, to_device_view
 from iomt.store import crud
 
 
@@ -92,13 +92,10 @@ def build_admin_page(session: Session, *, now: datetime, dead_limit: int = 50) -
         patients=rows,
         clinicians=[ClinicianOption(u.id, u.full_name or u.username) for u in clinicians],
         devices=[
-            DeviceView(
-                device_id=d.device_id,
-                kind=d.kind,
+            to_device_view(
+                d,
                 patient_name=names.get(d.patient_id) if d.patient_id is not None else None,
-                active=d.active,
-                online=is_online(d, now),
-                last_seen=d.last_seen,
+                now=now,
             )
             for d in devices
         ],

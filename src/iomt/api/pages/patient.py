@@ -24,7 +24,7 @@ from iomt.api.pages.verdicts import (
     parse_level,
     to_verdict_view,
 )
-from iomt.api.pages.ward import DeviceView, is_online
+from iomt.api.pages.ward import DeviceView, to_device_view
 from iomt.domain.analysis import utc_floor
 from iomt.domain.vitals import VITAL_SPECS, VitalKind
 from iomt.store import crud
@@ -211,14 +211,7 @@ def build_patient_page(
     )
     latest = to_verdict_view(latest_all[0]) if latest_all else None
     devices = [
-        DeviceView(
-            device_id=d.device_id,
-            kind=d.kind,
-            patient_name=patient.name,
-            active=d.active,
-            online=is_online(d, now),
-            last_seen=d.last_seen,
-        )
+        to_device_view(d, patient_name=patient.name, now=now)
         for d in crud.list_devices(session, patient_id=patient_id)
     ]
     return PatientPage(

@@ -124,3 +124,15 @@ class DeviceView:
     active: bool
     online: bool
     last_seen: datetime | None
+
+
+def to_device_view(device: Device, *, patient_name: str | None, now: datetime) -> DeviceView:
+    """A device line, online as of ``now``."""
+    return DeviceView(
+        device_id=device.device_id,
+        kind=device.kind,
+        patient_name=patient_name,
+        active=device.active,
+        online=is_online(device, now),
+        last_seen=device.last_seen,
+    )
