@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -291,12 +291,4 @@ class SimStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON output)."""
-        return {
-            "readings_sent": self.readings_sent,
-            "messages_sent": self.messages_sent,
-            "messages_acked": self.messages_acked,
-            "http_errors": self.http_errors,
-            "images_uploaded": self.images_uploaded,
-            "image_errors": self.image_errors,
-            "errors": self.errors[:10],
-        }
+        return {**asdict(self), "errors": self.errors[:10]}
