@@ -22,14 +22,13 @@ adults only where present), ``data_hash`` (sha256 of the manifest rows used), ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from iomt.inference.registry import sha256_file
 
 OPSET = 17
 
@@ -63,6 +62,15 @@ def export_onnx(model: Any, path: str | Path, channels: int, size: int) -> Path:
     )
     model.eval()  # the exporter restores the wrapper's (training) mode on all children
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def onnx_latency(
