@@ -204,9 +204,9 @@ def export(
     from iomt.inference.registry import load_model_dir
     from iomt.vision.detection.data import load_box_data
     from iomt.vision.detection.export import write_card
-    from iomt.vision.detection.report import jsonable
     from iomt.vision.detection.ship import export_checkpoint, model_card_markdown
     from iomt.vision.detection.tasks import get_detection_task
+    from iomt.vision.export import json_ready
 
     torch.set_num_threads(1)
     directory = models / model_id
@@ -235,7 +235,7 @@ def export(
         for c, v in report["image_any_finding"].items()
     }
     card["latency"] = latency
-    card = jsonable(card)
+    card = json_ready(card)
     write_card(directory, card)
     extra = notes.read_text(encoding="utf-8") if notes is not None else ""
     markdown = model_card_markdown(card, report) + (f"\n{extra.strip()}\n" if extra else "")

@@ -17,6 +17,7 @@ from iomt.vision.detection.evaluate import (
     object_level,
 )
 from iomt.vision.detection.plots import plot_examples, plot_pr_curves
+from iomt.vision.export import json_ready
 
 #: What the paper's "98% detection accuracy" could mean, and where each reading is reported.
 PAPER_ACCURACY_NOTE = (
@@ -26,19 +27,6 @@ PAPER_ACCURACY_NOTE = (
     "contains class c' ('image_any_finding[c].accuracy'). They are not interchangeable; (c) is "
     "undefined as a specificity when every image holds the class (both lungs on every X-ray)."
 )
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def choose_threshold(data: BoxData, preds: Sequence[Detections], classes: Sequence[str]) -> float:
@@ -67,7 +55,7 @@ def evaluate_to(
 ) -> dict[str, Any]:
     """Metrics of ``preds`` on ``data`` (+ PR curves and examples under ``out`` if given)."""
     report = detection_report(data.targets, preds, classes, threshold=threshold, n_boot=n_boot)
-    report = jsonable(report)
+    report = json_ready(report)
     report["paper_accuracy_note"] = PAPER_ACCURACY_NOTE
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from iomt.inference.registry import sha256_file
 from iomt.vision.detection.data import load_box_data
 from iomt.vision.detection.evaluate import Detections
 from iomt.vision.detection.export import box_agreement, export_onnx, write_card
-from iomt.vision.detection.report import choose_threshold, jsonable
+from iomt.vision.detection.report import choose_threshold
 from iomt.vision.detection.tasks import get_detection_task
 from iomt.vision.detection.train import load_checkpoint, model_from_checkpoint, predict
+from iomt.vision.export import json_ready, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def export_checkpoint(
         "onnx_check": check,
         "metrics": {},
     }
-    card = jsonable(card)
+    card = json_ready(card)
     write_card(model_dir, card)
     log.info(
         "wrote %s (threshold %.2f, ORT/torch min IoU %.4f)", model_dir, threshold, check["min_iou"]
