@@ -112,17 +112,22 @@ def _find_report(metrics: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any
     return None
 
 
+def _value_text(value: float, bounds: Any) -> str:
+    """``"0.930 (95% CI 0.880-0.960)"``, the interval only when ``bounds`` is a pair."""
+    text = f"{value:.3f}"
+    if isinstance(bounds, Sequence) and len(bounds) == 2:
+        text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
+    return text
+
+
 def _with_ci(report: Mapping[str, Any], name: str) -> str | None:
     """``"0.93 (95% CI 0.88-0.96)"`` for one metric of a report, or None if absent."""
     value = report.get(name)
     if not isinstance(value, int | float):
         return None
-    text = f"{value:.3f}"
     ci = report.get("ci", {}).get(name, {}) if isinstance(report.get("ci"), Mapping) else {}
     bounds = next((ci[k] for k in ("wilson", "bootstrap", "normal") if k in ci), None)
-    if isinstance(bounds, Sequence) and len(bounds) == 2:
-        text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
-    return text
+    return _value_text(value, bounds)
 
 
 def _class_rows(metrics: Mapping[str, Any], label: str) -> list[tuple[str, str]]:
@@ -141,11 +146,8 @@ def _class_rows(metrics: Mapping[str, Any], label: str) -> list[tuple[str, str]]
         value = stats.get(name)
         if not isinstance(value, int | float):
             continue
-        text = f"{value:.3f}"
         bounds = ci.get(name) if isinstance(ci, Mapping) else None
-        if isinstance(bounds, Sequence) and len(bounds) == 2:
-            text += f" (95% CI {float(bounds[0]):.3f}\u2013{float(bounds[1]):.3f})"
-        rows.append((f"Test {title} for {label}", text))
+        rows.append((f"Test {title} for {label}", _value_text(value, bounds)))
     return rows
 
 
