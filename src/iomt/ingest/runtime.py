@@ -4,13 +4,11 @@
 the embedded MQTT broker (default) or, with ``settings.mqtt_url``, the gateway that subscribes
 to an external broker; plus the triage scheduler (closed windows -> verdicts -> alerts).
 Start it from the FastAPI lifespan (``await runtime.start()`` / ``await runtime.stop()``) or
-from a script with :func:`run_ingest_forever`.
+a stand-alone process (:mod:`iomt.ingest.server`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,8 +24,6 @@ from iomt.ingest.mqtt_broker import (
 )
 from iomt.ingest.service import DoneCallback, IngestService
 from iomt.store.credentials import verify_device_secret
-
-log = logging.getLogger(__name__)
 
 
 class IngestRuntime:
@@ -184,14 +180,3 @@ def _ack_when_stored(conn: Connection, packet_id: int) -> DoneCallback:
             conn.close()
 
     return done
-
-
-async def run_ingest_forever(settings: Settings, sessions: sessionmaker[Session]) -> None:
-    """Run the ingest runtime until cancelled (SIGTERM/SIGINT end it through asyncio.run)."""
-    runtime = IngestRuntime(settings, sessions)
-    await runtime.start()
-    log.info("ingest running (MQTT port %s)", runtime.mqtt_port)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runtime.stop()
