@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,19 +24,17 @@ pytestmark = pytest.mark.torch
 SIZE = 32
 
 
+def _config(data: Path, out: Path, **overrides: Any) -> TrainConfig:
+    """The tiny X-ray run the tests train: 32 px, one thread, what ``overrides`` adds."""
+    return TrainConfig(
+        task="chest/cxr-covid", data=str(data), out=str(out), img_size=SIZE, threads=1, **overrides
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_cxr: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(
-        task="chest/cxr-covid",
-        data=str(tiny_cxr),
-        out=str(out),
-        img_size=SIZE,
-        epochs=2,
-        batch_size=4,
-        n_boot=50,
-        threads=1,
-    )
+    config = _config(tiny_cxr, out, epochs=2, batch_size=4, n_boot=50)
     train(config, show_progress=False, command="pytest")
     return out
 
@@ -55,16 +54,7 @@ def test_run_folder_has_grouped_split_and_report(tiny_run: Path) -> None:
 
 
 def test_resume_continues_after_last_epoch(tiny_run: Path, tiny_cxr: Path) -> None:
-    config = TrainConfig(
-        task="chest/cxr-covid",
-        data=str(tiny_cxr),
-        out=str(tiny_run),
-        img_size=SIZE,
-        epochs=3,
-        batch_size=4,
-        n_boot=20,
-        threads=1,
-    )
+    config = _config(tiny_cxr, tiny_run, epochs=3, batch_size=4, n_boot=20)
     train(config, resume=True, show_progress=False)
     epochs = [
         json.loads(line)["epoch"] for line in (tiny_run / "log.jsonl").read_text().splitlines()
@@ -118,17 +108,7 @@ def test_html_report(tiny_run: Path) -> None:
 def test_crossval_folds_are_group_disjoint(tiny_cxr: Path, tmp_path: Path) -> None:
     from iomt.vision.crossval import crossval
 
-    config = TrainConfig(
-        task="chest/cxr-covid",
-        data=str(tiny_cxr),
-        out=str(tmp_path),
-        img_size=SIZE,
-        epochs=1,
-        batch_size=4,
-        n_boot=20,
-        threads=1,
-        val_frac=0.3,
-    )
+    config = _config(tiny_cxr, tmp_path, epochs=1, batch_size=4, n_boot=20, val_frac=0.3)
     result = crossval(config, folds=3, show_progress=False)
     assert len(result["folds"]) == 3
     assert result["pooled"]["n"] == 12  # every image tested exactly once
@@ -141,16 +121,8 @@ def test_crossval_folds_are_group_disjoint(tiny_cxr: Path, tmp_path: Path) -> No
 
 
 def test_train_only_restricts_training_rows(tiny_cxr: Path, tmp_path: Path) -> None:
-    config = TrainConfig(
-        task="chest/cxr-covid",
-        data=str(tiny_cxr),
-        out=str(tmp_path),
-        img_size=SIZE,
-        epochs=1,
-        batch_size=2,
-        n_boot=20,
-        threads=1,
-        train_only={"age_group": "adult"},
+    config = _config(
+        tiny_cxr, tmp_path, epochs=1, batch_size=2, n_boot=20, train_only={"age_group": "adult"}
     )
     run = train(config, show_progress=False)
     split = json.loads((tmp_path / "split.json").read_text())
