@@ -74,7 +74,6 @@ def _patient_response(
         db,
         nav="me" if self_view else "ward",
         self_view=self_view,
-        page=page,
         patient=page.patient,
         charts=page.charts,
         verdict=page.verdict,
