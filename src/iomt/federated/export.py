@@ -41,8 +41,7 @@ def register_global_model(
     import json
 
     from iomt.inference.card import read_card
-    from iomt.inference.registry import sha256_file
-    from iomt.vision.export import export_onnx, json_ready
+    from iomt.vision.export import export_onnx, json_ready, sha256_file
 
     models_dir = Path(models_dir)
     staging = models_dir / f".{model_id}-staging"

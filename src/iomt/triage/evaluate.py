@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import softmax
 
 from iomt.triage.classifier import FLCDClassifier
 from iomt.triage.news2 import news2, news2_level
@@ -55,6 +54,8 @@ def _flcd(**params: Any) -> Fitter:
 
 def _news2_partial(columns: list[str]) -> Fitter:
     def run(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import softmax
+
         c = {name: x_te[:, columns.index(name)] for name in columns}
         s = news2(c["resp_rate"], c["spo2"], c["heart_rate"], c["temperature"])
         level = news2_level(s.score, s.any_three)
@@ -93,6 +94,8 @@ def _sklearn(name: str, seed: int) -> Fitter:
         model.fit(x_tr, y_tr)
         pred = model.predict(x_te)
         if name == "svm":
+            from scipy.special import softmax
+
             scores = softmax(model.decision_function(x_te), axis=1)
         else:
             scores = model.predict_proba(x_te)
