@@ -221,6 +221,21 @@ def test_alerts_carry_location_dedupe_and_ack(session: Session) -> None:
     session.commit()
     assert note.status == "sent" and note.attempts == 2
     assert crud.list_alerts(session, patient_ids=[pid], unacknowledged_only=True) == []
+    assert crud.list_alerts(session, patient_ids=[pid], acknowledged_only=True) == [alert]
+
+
+def test_alert_history_is_filtered_before_the_limit(session: Session) -> None:
+    pid, _ = _patient_with_device(session)
+    admin = crud.create_user(session, username="root", password="password1", role="admin")
+    old, _ = crud.create_alert(session, patient_id=pid, severity="serious", title="old", body="")
+    crud.acknowledge_alert(session, alert=old, user_id=admin.id)
+    for i in range(5):  # newer open alerts must not push the acknowledged one out of the page
+        crud.create_alert(session, patient_id=pid, severity="serious", title=f"n{i}", body="")
+    session.commit()
+    assert crud.list_alerts(session, patient_ids=[pid], acknowledged_only=True, limit=2) == [old]
+    assert len(crud.list_alerts(session, patient_ids=[pid], unacknowledged_only=True)) == 5
+    with pytest.raises(ValueError, match="exclude"):
+        crud.list_alerts(session, unacknowledged_only=True, acknowledged_only=True)
 
 
 def test_audit_and_dead_letters(session: Session) -> None:

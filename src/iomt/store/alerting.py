@@ -75,15 +75,24 @@ def list_alerts(
     *,
     patient_ids: Iterable[int] | None = None,
     unacknowledged_only: bool = False,
+    acknowledged_only: bool = False,
     since: datetime | None = None,
     limit: int = 200,
 ) -> list[Alert]:
-    """Alerts, newest first; ``patient_ids=None`` means all patients."""
+    """Alerts, newest first; ``patient_ids=None`` means all patients.
+
+    ``unacknowledged_only`` keeps the open alerts, ``acknowledged_only`` the history; the
+    filters run in the database, so ``limit`` counts only matching rows.
+    """
+    if unacknowledged_only and acknowledged_only:
+        raise ValueError("unacknowledged_only and acknowledged_only exclude each other")
     query = select(Alert)
     if patient_ids is not None:
         query = query.where(Alert.patient_id.in_(list(patient_ids)))
     if unacknowledged_only:
         query = query.where(Alert.acknowledged_at.is_(None))
+    if acknowledged_only:
+        query = query.where(Alert.acknowledged_at.is_not(None))
     if since is not None:
         query = query.where(Alert.created_at > since)
     return list(

@@ -52,9 +52,7 @@ def alerts_page(request: Request, user: UserDep, db: DbDep) -> HTMLResponse:
         return forbidden(request, user, db)
     ids = web.visible_patient_ids(db, user)
     open_rows = crud.list_alerts(db, patient_ids=ids, unacknowledged_only=True, limit=200)
-    history = [a for a in crud.list_alerts(db, patient_ids=ids, limit=300) if a.acknowledged_at][
-        :100
-    ]
+    history = crud.list_alerts(db, patient_ids=ids, acknowledged_only=True, limit=100)
     audit(request, db, user, [a.patient_id for a in open_rows + history])
     can_ack = user.role in STAFF
     return render(
