@@ -112,6 +112,9 @@ def test_users_authenticate_with_argon2_and_roles_are_checked(session: Session) 
     assert not crud.assign_clinician(session, clinician_id=user.id, patient_id=pid)
     assert crud.assigned_patient_ids(session, clinician_id=user.id) == [pid]
     assert [u.id for u in crud.clinicians_for_patient(session, patient_id=pid)] == [user.id]
+    assert {k: [u.id for u in v] for k, v in crud.clinicians_by_patient(session).items()} == {
+        pid: [user.id]
+    }
     assert crud.unassign_clinician(session, clinician_id=user.id, patient_id=pid)
     assert not crud.is_assigned(session, clinician_id=user.id, patient_id=pid)
 

@@ -65,9 +65,10 @@ def build_admin_page(session: Session, *, now: datetime, dead_limit: int = 50) -
             by_patient[device.patient_id].append(device.device_id)
     users = crud.list_users(session)
     clinicians = [u for u in users if u.role == "clinician"]
+    assigned_by_patient = crud.clinicians_by_patient(session)
     rows = []
     for patient in patients:
-        assigned = crud.clinicians_for_patient(session, patient_id=patient.id)
+        assigned = assigned_by_patient.get(patient.id, [])
         rows.append(
             AdminPatientRow(
                 id=patient.id,
