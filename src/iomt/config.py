@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         description="JWT signing key; default: generated once and kept in the data dir.",
     )
     access_token_minutes: int = 15
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed sign-ins per user name that lock it for a while."
+    )
+    login_max_failures_per_address: int = Field(
+        default=50, ge=1, description="Failed sign-ins per client address that lock it."
+    )
+    login_lock_seconds: int = Field(
+        default=300, ge=1, description="Sliding window of both sign-in limits, in seconds."
+    )
     triage_window_minutes: int = 15
     models_dir: Path | None = Field(
         default=None, description="Shipped ONNX models; default: the repository's models/."

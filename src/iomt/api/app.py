@@ -31,6 +31,7 @@ from iomt.api.routes import admin, alerts, auth, devices, fhir, health, patients
 from iomt.api.security import TokenService, load_or_create_secret
 from iomt.api.services.images import ImageStore
 from iomt.api.services.imaging import resume_pending
+from iomt.api.throttle import SignInGuard
 from iomt.config import Settings
 from iomt.domain.analysis import ImageAnalysisStep, TriageStep
 from iomt.errors import AuthError, IomtError, NotFound, PermissionDenied, ValidationError
@@ -177,6 +178,11 @@ def create_app(
         triage_step=triage_step,
         alert_feed=feed,
         alerts=dispatcher or dispatcher_from_settings(settings, sessions, feed=feed),
+        sign_in=SignInGuard(
+            settings.login_max_failures,
+            settings.login_max_failures_per_address,
+            settings.login_lock_seconds,
+        ),
     )
 
     @asynccontextmanager

@@ -19,6 +19,7 @@ from iomt.alerts.dispatch import AlertDispatcher
 from iomt.alerts.feed import AlertFeed
 from iomt.api.security import TokenService
 from iomt.api.services.images import ImageStore
+from iomt.api.throttle import SignInGuard
 from iomt.config import Settings
 from iomt.domain.analysis import ImageAnalysisStep, TriageStep
 
@@ -42,6 +43,8 @@ class AppContext:
         Stores alerts for positive findings, feeds them live and delivers them.
     on_findings
         Hooks run after an uploaded study was analysed.
+    sign_in
+        Failed sign-in counts (API token endpoint and dashboard login share them).
     """
 
     settings: Settings
@@ -53,6 +56,7 @@ class AppContext:
     triage_step: TriageStep | None
     alert_feed: AlertFeed
     alerts: AlertDispatcher
+    sign_in: SignInGuard = field(default_factory=SignInGuard)
     on_readings: list[ReadingsHook] = field(default_factory=list)
     on_findings: list[FindingsHook] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)

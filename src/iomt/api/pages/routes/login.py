@@ -12,11 +12,13 @@ from fastapi.responses import (
     Response,
 )
 
+from iomt.api.context import context_of
 from iomt.api.pages import session as web
 from iomt.api.pages.rendering import (
     DbDep,
     render,
 )
+from iomt.api.throttle import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,31 @@ def login_submit(
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "",
 ) -> Response:
-    """Check the password; on success set the session cookie and go to the start page."""
+    """Check the password; on success set the session cookie and go to the start page.
+
+    Shares the API's sign-in limits: while the user name or address is locked the form says
+    so (429, ``Retry-After``) without checking the password.
+    """
+    guard = context_of(request).sign_in
+    address = request.client.host if request.client else None
+    wait = guard.retry_after(username, address)
+    if wait is not None:
+        locked = render(
+            request,
+            "login.html",
+            None,
+            None,
+            status_code=429,
+            error="Too many failed sign-ins. Please wait a few minutes and try again.",
+            username=username,
+            next_url=web.safe_next(next),
+        )
+        locked.headers.update(retry_after_header(wait))
+        return locked
     user = web.login(db, username=username, password=password)
     if user is None:
         log.info("dashboard login failed for %r", username[:64])
+        guard.failed(username, address)
         return render(
             request,
             "login.html",
@@ -62,6 +85,7 @@ def login_submit(
             username=username,
             next_url=web.safe_next(next),
         )
+    guard.succeeded(username)
     target = web.safe_next(next) or web.home_for(user)
     response = RedirectResponse(target, status_code=303)
     web.set_session_cookie(request, response, user)
