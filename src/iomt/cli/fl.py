@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from iomt.federated.experiment import ExperimentConfig
 
 app = typer.Typer(
     help="Federated learning across hospitals (Flower): clustered FL.", no_args_is_help=True
@@ -54,7 +58,17 @@ def experiment(
         "inprocess", help="inprocess (Flower's server loop, early stop) or ray (simulation)."
     ),
     seed: int = typer.Option(0, help="Seed of splits, sites and initial weights."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    seeds: str = typer.Option(
+        "",
+        help="Several seeds ('0,1,2' or '0-4'): one run per seed in OUT/seed-<k>/, then "
+        "mean and 95% t-interval over seeds (OUT/fl_sweep.json, fl_sweep.png).",
+    ),
+    resume: bool = typer.Option(
+        True, help="With --seeds: reuse a seed's saved result made with the same settings."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the full result (with --seeds: the aggregate) as JSON."
+    ),
 ) -> None:
     """Central vs specialised FL vs multi-modal FedAvg vs clustered FL (Table III layout)."""
     from iomt.federated.experiment import ExperimentConfig, format_table, run_experiment
@@ -86,6 +100,9 @@ def experiment(
         dp_noise=dp_noise,
         dp_clip=dp_clip if dp_noise > 0 else 0.0,
     )
+    if seeds:
+        _sweep(config, seeds, resume, as_json)
+        return
     summary = run_experiment(config)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
@@ -96,6 +113,22 @@ def experiment(
         c = summary["methods"]["cfl"]["clustering"]
         typer.echo(f"blind clustering recovered the modalities: {c['recovered_modality_clusters']}")
     typer.echo(f"results: {out / 'fl_experiment.json'}, plot: {out / 'fl_curves.png'}")
+
+
+def _sweep(config: ExperimentConfig, seeds: str, resume: bool, as_json: bool) -> None:
+    """``experiment --seeds``: the same experiment per seed, aggregated over seeds."""
+    from iomt.federated.sweep import format_sweep, parse_seeds, run_sweep
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--seeds") from exc
+    result = run_sweep(config, seed_list, resume=resume)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(format_sweep(result))
+    typer.echo(f"aggregate: {Path(config.out) / 'fl_sweep.json'}, plot: fl_sweep.png beside it")
 
 
 @app.command("partition")

@@ -176,41 +176,68 @@ def _local_config(config: ExperimentConfig) -> LocalConfig:
     )
 
 
+#: Subsets of a test set reported beside it when its ``ages`` allow (``age_group`` values).
+AGE_SUBSETS = ("adult",)
+
+
 def table_rows(model: Any, test: dict[str, SiteData], n_boot: int = 200) -> dict[str, Any]:
-    """Per-modality, per-class precision/recall/F1 (argmax decision) of one model."""
-    from iomt.evaluation.metrics import multiclass_report
+    """Per-modality, per-class precision/recall/F1 (argmax decision) of one model.
+
+    Where a test set carries ``ages`` (cxr-covid's ``age_group``) and a subset of
+    :data:`AGE_SUBSETS` holds both classes, its figures are added under ``subsets``: the
+    same predictions, restricted to e.g. adults (cxr-covid's non-COVID images are mostly
+    pediatric, the paper's controls were adults).
+    """
     from iomt.federated.task import predict_probs
 
     out: dict[str, Any] = {}
     for modality, data in test.items():
         probs = predict_probs(model, data.images)
-        rep = multiclass_report(
-            data.targets,
-            probs.argmax(axis=1),
-            list(FL_LABELS),
-            y_proba=probs,
-            groups=data.groups,
-            n_boot=n_boot,
-        )
-        out[modality] = {
-            "n": rep["n"],
-            "accuracy": rep["accuracy"],
-            "macro_f1": rep["macro_f1"],
-            "macro_f1_ci": rep["ci"]["macro_f1"]["bootstrap"],
-            "auc": rep["per_class"]["covid"].get("auc"),
-            "per_class": {
-                label: {
-                    "precision": c["precision"],
-                    "recall": c["recall"],
-                    "f1": c["f1"],
-                    "support": c["support"],
-                    "precision_ci": c["ci"]["precision"],
-                    "recall_ci": c["ci"]["recall"],
-                }
-                for label, c in rep["per_class"].items()
-            },
-        }
+        out[modality] = _report(probs, data.targets, data.groups, n_boot)
+        if data.ages is None:
+            continue
+        subsets = {}
+        for age in AGE_SUBSETS:
+            keep = np.flatnonzero(data.ages == age)
+            if len(set(data.targets[keep].tolist())) == len(FL_LABELS):
+                subsets[age] = _report(probs[keep], data.targets[keep], data.groups[keep], n_boot)
+        if subsets:
+            out[modality]["subsets"] = subsets
     return out
+
+
+def _report(
+    probs: NDArray[Any], targets: NDArray[Any], groups: NDArray[Any], n_boot: int
+) -> dict[str, Any]:
+    """One test set's figures: :func:`iomt.evaluation.metrics.multiclass_report`, condensed."""
+    from iomt.evaluation.metrics import multiclass_report
+
+    rep = multiclass_report(
+        targets,
+        probs.argmax(axis=1),
+        list(FL_LABELS),
+        y_proba=probs,
+        groups=groups,
+        n_boot=n_boot,
+    )
+    return {
+        "n": rep["n"],
+        "accuracy": rep["accuracy"],
+        "macro_f1": rep["macro_f1"],
+        "macro_f1_ci": rep["ci"]["macro_f1"]["bootstrap"],
+        "auc": rep["per_class"]["covid"].get("auc"),
+        "per_class": {
+            label: {
+                "precision": c["precision"],
+                "recall": c["recall"],
+                "f1": c["f1"],
+                "support": c["support"],
+                "precision_ci": c["ci"]["precision"],
+                "recall_ci": c["ci"]["recall"],
+            }
+            for label, c in rep["per_class"].items()
+        },
+    }
 
 
 def run_experiment(config: ExperimentConfig) -> dict[str, Any]:

@@ -40,12 +40,16 @@ class SiteData:
         ``group_id`` per image.
     modality
         ``"xray"`` or ``"us"``.
+    ages
+        The manifest's ``age_group`` per image ("" where unknown), or None. Used only to
+        report figures on a subset (e.g. adults) of a test set; never used in training.
     """
 
     images: NDArray[np.uint8]
     targets: NDArray[np.int64]
     groups: NDArray[np.str_]
     modality: str
+    ages: NDArray[np.str_] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -53,16 +57,19 @@ class SiteData:
     def subset(self, idx: Sequence[int] | NDArray[np.int64]) -> SiteData:
         """The rows at ``idx``."""
         ix = np.asarray(idx, dtype=np.int64)
-        return SiteData(self.images[ix], self.targets[ix], self.groups[ix], self.modality)
+        ages = self.ages[ix] if self.ages is not None else None
+        return SiteData(self.images[ix], self.targets[ix], self.groups[ix], self.modality, ages)
 
     @staticmethod
     def concat(parts: Sequence[SiteData], modality: str = "mixed") -> SiteData:
-        """Pool several sets (the central baseline)."""
+        """Pool several sets (the central baseline); ages are kept only if every part has them."""
+        with_ages = all(p.ages is not None for p in parts)
         return SiteData(
             np.concatenate([p.images for p in parts]),
             np.concatenate([p.targets for p in parts]),
             np.concatenate([p.groups for p in parts]),
             modality,
+            np.concatenate([p.ages for p in parts if p.ages is not None]) if with_ages else None,
         )
 
 
@@ -98,7 +105,8 @@ def load_site(
     ]
     targets = encode_labels(mapped, FL_LABELS)
     images = load_images(sub, 1, size)
-    return SiteData(images, targets, np.array(sub.groups, dtype=np.str_), modality)
+    ages = np.array([r.age_group for r in sub.records], dtype=np.str_)
+    return SiteData(images, targets, np.array(sub.groups, dtype=np.str_), modality, ages)
 
 
 @dataclass
