@@ -90,6 +90,9 @@ def train_cmd(
     split_from: Path | None = typer.Option(
         None, help="Reuse another run's split.json (same validation and test rows)."
     ),
+    init: Path | None = typer.Option(
+        None, help="Pretrained backbone (`iomt vision pretrain` folder or backbone.pt)."
+    ),
     resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -111,6 +114,7 @@ def train_cmd(
         lr=lr,
         balance_groups=balance_groups,
         train_only=dict(item.split("=", 1) for item in train_only) if train_only else None,
+        init=str(init) if init is not None else None,
     )
     if split_from is not None and not (folder / "split.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +137,9 @@ def crossval_cmd(
         1, help="torch CPU threads (1 is far faster on a shared, oversubscribed CPU)."
     ),
     out: Path | None = typer.Option(None, help="Folder for the fold runs and crossval.json."),
+    init: Path | None = typer.Option(
+        None, help="Pretrained backbone (`iomt vision pretrain` folder or backbone.pt)."
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Grouped k-fold cross-validation; prints per-fold and pooled out-of-fold figures."""
@@ -150,6 +157,7 @@ def crossval_cmd(
         patience=patience,
         seed=seed,
         threads=threads,
+        init=str(init) if init is not None else None,
     )
     result = crossval(config, folds, show_progress=progress)
     summary = {
@@ -158,6 +166,49 @@ def crossval_cmd(
         "pooled": headline(result["pooled"]),
     }
     typer.echo(json.dumps(summary, indent=2, default=float))
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    target: str = typer.Option(..., help="Task to pretrain FOR; its dataset is left out."),
+    out: Path = typer.Option(..., help="Folder for backbone.pt and pretrain.json."),
+    data_root: Path = typer.Option(DATA_ROOT, help="Shared data root."),
+    source: list[str] | None = typer.Option(
+        None, help="Source dataset (repeatable; default: the domain's other datasets)."
+    ),
+    arch: str = typer.Option("iomtnet_s", help="Architecture (same as the fine-tuning run)."),
+    img_size: int = typer.Option(128, help="Square input size in pixels."),
+    epochs: int = typer.Option(15, help="Epochs over the pooled sources."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle)."),
+    max_crops_per_class: int = typer.Option(300, help="Box crops per class (blood/cell-boxes)."),
+    seed: int = typer.Option(0, help="Seed."),
+    threads: int = typer.Option(1, help="torch CPU threads."),
+) -> None:
+    """Multi-task pretraining of one backbone on the OTHER datasets of the target's domain.
+
+    Source rows whose group_id occurs in the target's manifest are dropped, so no target
+    patient is seen; fine-tune with `iomt vision train --init OUT`.
+    """
+    from iomt.vision.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        target=target,
+        out=str(out),
+        data_root=str(data_root),
+        sources=list(source) if source else None,
+        arch=arch,
+        img_size=img_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_crops_per_class=max_crops_per_class,
+        seed=seed,
+        threads=threads,
+    )
+    meta = pretrain(config, command=_command_line())
+    keys = ("target", "arch", "sources", "train_seconds", "backbone_sha256")
+    typer.echo(json.dumps({k: meta[k] for k in keys}, indent=2))
 
 
 @app.command("export")

@@ -175,6 +175,18 @@ def variant_lines(card: dict[str, Any]) -> list[str]:
     return ["## Quantised variants", *lines, ""] if lines else []
 
 
+def init_text(card: dict[str, Any]) -> str:
+    """How the weights started: from scratch, or from a leave-target-out pretrained backbone."""
+    init = card.get("init")
+    if not init:
+        return "trained from scratch (no pretrained weights exist here)"
+    sources = ", ".join(f"`{s}`" for s in init.get("sources") or []) or "other datasets"
+    return (
+        f"pretrained on {sources} ({init.get('source_images')} images, leave-target-out: "
+        f"`{card['task']}` and every group it holds excluded), fine-tuned"
+    )
+
+
 def render_model_card(card: dict[str, Any], notes: str = "") -> str:
     """The ``MODEL_CARD.md`` text of an exported model."""
     m = card["metrics"]
@@ -185,8 +197,8 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
     lines = [
         f"# {card['id']} ({card['task']}, version {card['version']})",
         "",
-        f"- Architecture: `{card['arch']}` trained from scratch (no pretrained weights exist "
-        f"here), input {card['input_size']} px, {card['channels']} channel(s), "
+        f"- Architecture: `{card['arch']}` {init_text(card)}, input {card['input_size']} px, "
+        f"{card['channels']} channel(s), "
         f"normalisation mean {card['mean']} std {card['std']}.",
         f"- Labels (output order): {card['labels']}; "
         + (
@@ -207,6 +219,7 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
         "",
         "## Command",
         "```",
+        *([str(card["init"].get("command"))] if (card.get("init") or {}).get("command") else []),
         str(card.get("train_command")),
         f"iomt vision export --run {card.get('train_run', '<run folder>')} "
         f"--out models/{card['id']} --id {card['id']}",
@@ -225,8 +238,13 @@ def render_model_card(card: dict[str, Any], notes: str = "") -> str:
         f"p90 {lat.get('p90_ms')} ms ({lat.get('note', '')}).",
         "",
         "## Limits",
-        "- Trained on a shared 2-core CPU in minutes, from random initialisation, on a few "
-        "hundred images: the held-out set is small, so the CIs are wide.",
+        "- Trained on a shared 2-core CPU in minutes, "
+        + (
+            "from a backbone pretrained here on a few thousand images"
+            if card.get("init")
+            else "from random initialisation"
+        )
+        + ", on a few hundred images: the held-out set is small, so the CIs are wide.",
         "- The papers' architectures (ResNet50, ResNet-34, DenseNet-121, VGG16) are built and "
         "tested by `iomt.vision.models` but were not trained to convergence here (no GPU, no "
         "pretrained weights); this compact CNN was chosen for the CPU budget.",

@@ -17,7 +17,9 @@ ONNX contract (the serving side, :mod:`iomt.inference`, relies on it)
 ``threshold`` (frozen on validation data for the task's target sensitivity; null =
 argmax), ``metrics`` (held-out test, with 95 % CIs; ``group`` = patient level, ``adult`` =
 adults only where present), ``data_hash`` (sha256 of the manifest rows used), ``sha256`` (of
-``model.onnx``), ``train_command``, ``latency`` (ONNX Runtime, this machine), ``created``.
+``model.onnx``), ``train_command``, ``init`` (the leave-target-out pretrained backbone the
+run started from, with its pretraining command; null = from scratch), ``latency`` (ONNX
+Runtime, this machine), ``created``.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ def build_card(
         "size_bytes": onnx_path.stat().st_size,
         "command": run.get("command") or "",
         "train_command": run.get("command"),
+        "init": run.get("init"),
         "latency": latency,
         "onnx": {"opset": OPSET, "inputs": ["image"], "outputs": ["probs", "cam"]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -5,7 +5,9 @@ seen in training or model selection). Validation picks the best epoch (early sto
 frozen decision threshold. Class imbalance is handled by a weighted sampler; for
 ``chest/cxr-covid`` the sampler also balances age groups within each label, so the children
 of the non-COVID class cannot dominate it (the age shortcut), and model selection and the
-threshold use adult validation images only.
+threshold use adult validation images only. With ``init`` the model's ``features`` start
+from a leave-target-out pretrained backbone (:mod:`iomt.vision.pretrain`, recorded as
+``init`` in ``run.json``); without it, from random weights.
 
 A run folder holds ``config.json``, ``split.json``, ``log.jsonl`` (one line per epoch),
 ``last.pt`` (checkpoint every epoch, for ``--resume``), ``best.pt``, ``run.json`` (what the
@@ -73,6 +75,9 @@ class TrainConfig:
     #: (validation and test stay as split, so runs with and without it compare directly).
     train_only: dict[str, str] | None = None
     n_boot: int = 1000
+    #: Pretrained backbone (``iomt vision pretrain`` folder or ``backbone.pt``) loaded into
+    #: the model's ``features`` before training; ``None`` = from scratch.
+    init: str | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -251,6 +256,11 @@ def train(
     )
 
     model = build_model(config.arch, len(spec.labels), spec.channels)
+    init = None
+    if config.init:
+        from iomt.vision.pretrain import load_backbone
+
+        init = load_backbone(model, config.init, config.task, config.arch)
     # exponential moving average of weights and BN statistics: the evaluated model, far
     # steadier on small validation sets than the raw weights
     ema = torch.optim.swa_utils.AveragedModel(
@@ -373,6 +383,7 @@ def train(
         "data_hash": manifest.data_hash(),
         "data_hash_test": manifest.data_hash(split["test"].tolist()),
         "command": command,
+        "init": init,
         "test": report,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2, default=float))
@@ -399,4 +410,3 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn(),
         disable=not enabled,
     )
-
