@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,41 @@ def test_target_is_never_its_own_source(shared: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="own sources"):
         pretrain(config)
+
+
+def test_also_excluded_task_is_left_out_like_the_target(shared: Path, tmp_path: Path) -> None:
+    assert default_sources(TARGET, ["chest/lus"]) == ["chest/cxr-covid", "chest/cxr-boxes"]
+    root = tmp_path / "data"
+    shutil.copytree(shared / "chest" / "src-a", root / "chest" / "src-a")
+    _dataset(root / "chest" / "lus", [("covid", "a0"), ("healthy", "l1")])
+    config = PretrainConfig(
+        target=TARGET,
+        out=str(tmp_path),
+        data_root=str(root),
+        target_data=str(shared / "target"),
+        sources=["chest/src-a"],
+        also_exclude=["chest/lus"],
+        img_size=SIZE,
+        epochs=1,
+        batch_size=4,
+    )
+    meta = pretrain(config)
+    assert meta["targets"] == [TARGET, "chest/lus"]
+    src_a = meta["sources"][0]
+    assert src_a["dropped_groups"] == 3 and src_a["images"] == 8  # t0, t1 and lus's a0
+    for task in (TARGET, "chest/lus"):
+        load_backbone(build_model("iomtnet_s", 3, 1), tmp_path, task, "iomtnet_s")
+    with pytest.raises(ValueError, match="leaving out"):
+        load_backbone(build_model("iomtnet_s", 2, 1), tmp_path, "chest/cxr-covid", "iomtnet_s")
+    bad = PretrainConfig(
+        target=TARGET,
+        out=str(tmp_path),
+        data_root=str(root),
+        sources=["chest/lus"],
+        also_exclude=["chest/lus"],
+    )
+    with pytest.raises(ValueError, match="own sources"):
+        pretrain(bad)
 
 
 def test_init_loads_features_only(backbone: tuple[Path, Any]) -> None:

@@ -176,6 +176,9 @@ def pretrain_cmd(
     source: list[str] | None = typer.Option(
         None, help="Source dataset (repeatable; default: the domain's other datasets)."
     ),
+    also_exclude: list[str] | None = typer.Option(
+        None, help="Another task to leave out like the target (repeatable): one backbone for both."
+    ),
     arch: str = typer.Option("iomtnet_s", help="Architecture (same as the fine-tuning run)."),
     img_size: int = typer.Option(128, help="Square input size in pixels."),
     epochs: int = typer.Option(15, help="Epochs over the pooled sources."),
@@ -197,6 +200,7 @@ def pretrain_cmd(
         out=str(out),
         data_root=str(data_root),
         sources=list(source) if source else None,
+        also_exclude=list(also_exclude) if also_exclude else [],
         arch=arch,
         img_size=img_size,
         epochs=epochs,
@@ -207,7 +211,7 @@ def pretrain_cmd(
         threads=threads,
     )
     meta = pretrain(config, command=_command_line())
-    keys = ("target", "arch", "sources", "train_seconds", "backbone_sha256")
+    keys = ("targets", "arch", "sources", "train_seconds", "backbone_sha256")
     typer.echo(json.dumps({k: meta[k] for k in keys}, indent=2))
 
 

@@ -181,9 +181,10 @@ def init_text(card: dict[str, Any]) -> str:
     if not init:
         return "trained from scratch (no pretrained weights exist here)"
     sources = ", ".join(f"`{s}`" for s in init.get("sources") or []) or "other datasets"
+    left_out = ", ".join(f"`{t}`" for t in init.get("targets") or [card["task"]])
     return (
         f"pretrained on {sources} ({init.get('source_images')} images, leave-target-out: "
-        f"`{card['task']}` and every group it holds excluded), fine-tuned"
+        f"{left_out} and every group they hold excluded), fine-tuned"
     )
 
 

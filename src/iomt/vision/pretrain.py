@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -58,6 +59,9 @@ class PretrainConfig:
     target_data: str | None = None
     #: Source dataset names (default: every other dataset of the target's domain).
     sources: list[str] | None = None
+    #: Further tasks of the same domain left out exactly like the target (dataset and
+    #: groups), so one backbone serves several targets leak-free.
+    also_exclude: list[str] = field(default_factory=list)
     arch: str = "iomtnet_s"
     img_size: int = 128
     epochs: int = 15
@@ -96,12 +100,18 @@ class SourceData:
         }
 
 
-def default_sources(target: str) -> list[str]:
-    """Every dataset of ``target``'s domain except the target itself."""
+def default_sources(target: str, also_exclude: Sequence[str] = ()) -> list[str]:
+    """Every dataset of ``target``'s domain except the target (and ``also_exclude``)."""
     domain = target.split("/", 1)[0]
     if domain not in DOMAIN_SOURCES:
         raise ValueError(f"no pretraining domain for {target!r}; known: {sorted(DOMAIN_SOURCES)}")
-    return [s for s in DOMAIN_SOURCES[domain] if s != target]
+    left_out = {target, *also_exclude}
+    return [s for s in DOMAIN_SOURCES[domain] if s not in left_out]
+
+
+def excluded_targets(config: PretrainConfig) -> list[str]:
+    """The tasks a backbone may be fine-tuned for: the target and ``also_exclude``."""
+    return [config.target, *[t for t in config.also_exclude if t != config.target]]
 
 
 def leave_target_out(manifest: Manifest, target_groups: set[str]) -> tuple[Manifest, list[str]]:
@@ -227,11 +237,22 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
     seed_everything(config.seed)
     spec = get_task(config.target)
     root = Path(config.data_root)
+    targets_out = excluded_targets(config)
+    for other in targets_out[1:]:
+        if get_task(other).channels != spec.channels:
+            raise ValueError(f"{other} and {config.target} differ in input channels")
+    names = (
+        config.sources
+        if config.sources is not None
+        else default_sources(config.target, config.also_exclude)
+    )
+    left_in = sorted(set(names) & set(targets_out))
+    if left_in:
+        raise ValueError(f"{left_in} cannot be one of its own sources")
     target_dir = Path(config.target_data) if config.target_data else root / config.target
-    names = config.sources if config.sources is not None else default_sources(config.target)
-    if config.target in names:
-        raise ValueError(f"the target {config.target} cannot be one of its own sources")
     target_groups = set(read_manifest(target_dir).groups)
+    for other in targets_out[1:]:
+        target_groups |= set(read_manifest(root / other).groups)
     t0 = time.perf_counter()
     sources: list[SourceData] = []
     for name in names:
@@ -330,6 +351,7 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
     meta = {
         "config": asdict(config),
         "target": config.target,
+        "targets": targets_out,
         "arch": config.arch,
         "channels": spec.channels,
         "input_size": config.img_size,
@@ -384,9 +406,10 @@ def load_backbone(model: Any, init: str | Path, task: str, arch: str) -> dict[st
 
     weights, meta_path = backbone_paths(init)
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path else {}
-    if meta and meta.get("target") != task:
+    left_out = meta.get("targets") or [meta.get("target")]
+    if meta and task not in left_out:
         raise ValueError(
-            f"{weights} was pretrained leaving out {meta.get('target')!r}, not {task!r}: "
+            f"{weights} was pretrained leaving out {left_out}, not {task!r}: "
             "it may have seen this task's patients"
         )
     if meta and meta.get("arch") != arch:
@@ -398,6 +421,7 @@ def load_backbone(model: Any, init: str | Path, task: str, arch: str) -> dict[st
         "path": Path(init).as_posix(),
         "sha256": sha256_file(weights),
         "target": meta.get("target"),
+        "targets": left_out if meta else None,
         "sources": [s["name"] for s in meta.get("sources", [])],
         "source_images": sum(int(s["images"]) for s in meta.get("sources", [])),
         "pretrain_epochs": (meta.get("config") or {}).get("epochs"),
