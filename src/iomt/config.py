@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         description="JWT signing key; default: generated once and kept in the data dir.",
     )
     access_token_minutes: int = 15
+    session_max_hours: float = Field(
+        default=12.0,
+        gt=0,
+        description="A dashboard sign-in is renewed while in use, for at most this long.",
+    )
     login_max_failures: int = Field(
         default=5, ge=1, description="Failed sign-ins per user name that lock it for a while."
     )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from fastapi import FastAPI
 from starlette.requests import Request
 
+from iomt.api.app import create_app
+from iomt.api.context import app_context
 from iomt.api.pages.session import (
     COOKIE_NAME,
     PageUser,
@@ -13,9 +19,22 @@ from iomt.api.pages.session import (
     home_for,
     safe_next,
 )
+from iomt.config import Settings
 
 
-def _request(cookie: str | None = None, origin: str | None = None) -> Request:
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[FastAPI]:
+    """An app whose token service signs the session cookies of these requests."""
+    application = create_app(Settings(data_dir=tmp_path))
+    yield application
+    app_context(application).engine.dispose()
+
+
+def _session(app: FastAPI) -> str:
+    return app_context(app).tokens.issue_session(user_id=1, role="clinician")[0]
+
+
+def _request(app: FastAPI, cookie: str | None = None, origin: str | None = None) -> Request:
     headers = [(b"host", b"127.0.0.1:8000")]
     if cookie is not None:
         headers.append((b"cookie", f"{COOKIE_NAME}={cookie}".encode()))
@@ -29,6 +48,7 @@ def _request(cookie: str | None = None, origin: str | None = None) -> Request:
         "query_string": b"",
         "headers": headers,
         "server": ("127.0.0.1", 8000),
+        "app": app,
     }
     return Request(scope)
 
@@ -47,21 +67,34 @@ def test_safe_next_only_allows_local_paths(target: str, expected: str) -> None:
     assert safe_next(target) == expected
 
 
-def test_csrf_token_is_bound_to_the_session_cookie() -> None:
-    request = _request(cookie="a.b.c")
+def test_csrf_token_is_bound_to_the_session_cookie(app: FastAPI) -> None:
+    cookie = _session(app)
+    request = _request(app, cookie=cookie)
     token = csrf_token(request)
     assert len(token) == 32
     assert csrf_ok(request, token)
     assert not csrf_ok(request, "0" * 32)
-    assert not csrf_ok(_request(cookie="x.y.z"), token)  # another session
-    assert csrf_token(_request()) == ""
-    assert not csrf_ok(_request(), "")  # no session, no token
+    assert not csrf_ok(_request(app, cookie=_session(app)), token)  # another session, same user
+    assert csrf_token(_request(app, cookie="a.b.c")) == ""  # not a valid token: no session
+    assert csrf_token(_request(app)) == ""
+    assert not csrf_ok(_request(app), "")  # no session, no token
 
 
-def test_csrf_refuses_a_foreign_origin() -> None:
-    token = csrf_token(_request(cookie="a.b.c"))
-    assert csrf_ok(_request(cookie="a.b.c", origin="http://127.0.0.1:8000"), token)
-    assert not csrf_ok(_request(cookie="a.b.c", origin="https://evil.example"), token)
+def test_csrf_token_survives_a_renewal_of_the_session_token(app: FastAPI) -> None:
+    from datetime import timedelta
+
+    tokens = app_context(app).tokens
+    cookie = _session(app)
+    renewed = tokens.renew_session(tokens.verify(cookie), max_session=timedelta(hours=1))
+    assert renewed is not None and renewed[0] != cookie
+    assert csrf_token(_request(app, cookie=renewed[0])) == csrf_token(_request(app, cookie=cookie))
+
+
+def test_csrf_refuses_a_foreign_origin(app: FastAPI) -> None:
+    cookie = _session(app)
+    token = csrf_token(_request(app, cookie=cookie))
+    assert csrf_ok(_request(app, cookie=cookie, origin="http://127.0.0.1:8000"), token)
+    assert not csrf_ok(_request(app, cookie=cookie, origin="https://evil.example"), token)
 
 
 def test_each_role_has_its_start_page() -> None:

@@ -3,6 +3,10 @@
 A token's ``sub`` is ``"user:<id>"`` or ``"device:<device_id>"``; ``role`` is the role at issue
 time (``admin``, ``clinician``, ``patient`` or ``device``). Every request re-reads the user or
 device, so deactivation and role changes take effect before the token expires.
+
+Dashboard sign-ins get session tokens: they also carry a session id (``sid``) and the time of
+the password check (``auth_time``), so the dashboard can renew an active session's token (same
+``sid``, later ``exp``) up to an absolute limit without asking for the password again.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Claims:
     subject: str  # user id (as text) or device_id
     role: str
     expires: datetime
+    session_id: str | None = None  # dashboard sessions only
+    auth_time: datetime | None = None  # when the password was checked (sessions only)
 
 
 class TokenService:
@@ -70,19 +76,59 @@ class TokenService:
         self._key = key
         self.lifetime = timedelta(minutes=minutes)
 
-    def issue(self, *, subject_kind: str, subject: str, role: str) -> tuple[str, int]:
-        """Return a signed token and its lifetime in seconds."""
+    def issue(
+        self,
+        *,
+        subject_kind: str,
+        subject: str,
+        role: str,
+        session_id: str | None = None,
+        auth_time: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> tuple[str, int]:
+        """Return a signed token and its lifetime in seconds.
+
+        ``session_id`` and ``auth_time`` make it a session token; ``not_after`` caps its expiry.
+        """
         now = datetime.now(UTC)
+        expires = now + self.lifetime
+        if not_after is not None:
+            expires = min(expires, not_after)
         payload: dict[str, Any] = {
             "sub": f"{subject_kind}:{subject}",
             "role": role,
             "iss": ISSUER,
             "iat": now,
-            "exp": now + self.lifetime,
+            "exp": expires,
             "jti": secrets.token_hex(8),
         }
+        if session_id is not None:
+            payload["sid"] = session_id
+            payload["auth_time"] = int((auth_time or now).timestamp())
         token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
-        return token, int(self.lifetime.total_seconds())
+        return token, max(0, int((expires - now).total_seconds()))
+
+    def issue_session(self, *, user_id: int, role: str) -> tuple[str, int]:
+        """A session token for a user who has just given the password (new ``sid``)."""
+        return self.issue(
+            subject_kind="user", subject=str(user_id), role=role, session_id=secrets.token_hex(16)
+        )
+
+    def renew_session(self, claims: Claims, *, max_session: timedelta) -> tuple[str, int] | None:
+        """A fresh token for the same session, or None past ``auth_time + max_session``."""
+        if claims.subject_kind != "user" or claims.session_id is None or claims.auth_time is None:
+            return None
+        not_after = claims.auth_time + max_session
+        if datetime.now(UTC) >= not_after:
+            return None
+        return self.issue(
+            subject_kind="user",
+            subject=claims.subject,
+            role=claims.role,
+            session_id=claims.session_id,
+            auth_time=claims.auth_time,
+            not_after=not_after,
+        )
 
     def issue_for_user(self, *, user_id: int, role: str) -> tuple[str, int]:
         """Token for a user (admin, clinician or patient)."""
@@ -115,11 +161,16 @@ class TokenService:
         kind, _, subject = str(payload["sub"]).partition(":")
         if kind not in ("user", "device") or not subject:
             raise AuthError("invalid access token: unknown subject")
+        auth_time = payload.get("auth_time")
         return Claims(
             subject_kind=kind,
             subject=subject,
             role=str(payload.get("role", "")),
             expires=datetime.fromtimestamp(payload["exp"], UTC),
+            session_id=str(payload["sid"]) if payload.get("sid") else None,
+            auth_time=datetime.fromtimestamp(auth_time, UTC)
+            if isinstance(auth_time, int | float)
+            else None,
         )
 
     def user_id(self, token: str) -> int:

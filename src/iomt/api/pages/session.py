@@ -174,15 +174,20 @@ def login(db: Session, *, username: str, password: str) -> PageUser | None:
 
 
 def set_session_cookie(request: Request, response: Response, user: PageUser) -> None:
-    """Issue the API's JWT for ``user`` and store it in the session cookie."""
-    token, max_age = context_of(request).tokens.issue_for_user(user_id=user.id, role=user.role)
+    """Start a session: issue a session token (the API's JWT + ``sid``) into the cookie."""
+    token, max_age = context_of(request).tokens.issue_session(user_id=user.id, role=user.role)
+    write_session_cookie(response, token, max_age, secure=request.url.scheme == "https")
+
+
+def write_session_cookie(response: Response, token: str, max_age: int, *, secure: bool) -> None:
+    """Store ``token`` in the HttpOnly, ``SameSite=Strict`` session cookie."""
     response.set_cookie(
         COOKIE_NAME,
         token,
         max_age=max_age,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure,
         path="/",
     )
 
@@ -193,9 +198,20 @@ def clear_session_cookie(response: Response) -> None:
 
 
 def csrf_token(request: Request) -> str:
-    """The CSRF token of this browser session (empty without a session)."""
+    """The CSRF token of this browser session (empty without a valid session).
+
+    Derived from the session id, which stays the same when the token is renewed, so a form
+    opened before a renewal still submits.
+    """
     token = _token(request)
-    return hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
+    if not token:
+        return ""
+    try:
+        claims = context_of(request).tokens.verify(token)
+    except AuthError:
+        return ""
+    basis = claims.session_id or token
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
 def csrf_ok(request: Request, submitted: str) -> bool:
