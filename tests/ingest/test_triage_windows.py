@@ -9,7 +9,7 @@ from ingest_helpers import Seeded, wait_until
 
 from iomt.alerts.dispatch import AlertDispatcher
 from iomt.alerts.feed import AlertFeed
-from iomt.domain.analysis import WindowVitals
+from iomt.domain.analysis import WindowVitals, utc_floor
 from iomt.domain.triage import TriageLevel
 from iomt.domain.vitals import Reading, VitalKind
 from iomt.ingest.builtin_triage import ThresholdTriage
@@ -18,6 +18,7 @@ from iomt.ingest.runtime import IngestRuntime
 from iomt.ingest.windows import WindowTracker
 from iomt.store.alerting import list_alerts
 from iomt.store.clinical import list_verdicts
+from iomt.store.readings import insert_readings
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
@@ -122,3 +123,51 @@ async def test_closed_windows_get_verdicts_and_critical_alerts_carry_location(
     finally:
         listener.cancel()
         await runtime.stop()
+
+
+def test_tracker_resume_reopens_windows_that_then_close_as_usual() -> None:
+    tracker = WindowTracker(15, silence_s=10)
+    tracker.resume({1: T0, 2: T0}, 0.0)
+    assert tracker.open_windows == {1: T0, 2: T0}
+    assert tracker.observe({1: T0 + timedelta(minutes=20)}, 1.0) == [(1, T0)]
+    assert tracker.expire(T0 + timedelta(minutes=20), 5.0) == []  # silent for 5 s only
+    assert tracker.expire(T0 + timedelta(minutes=20), 11.0) == [(2, T0)]
+    tracker.resume({1: T0}, 12.0)  # older than the open window: ignored
+    assert tracker.open_windows[1] == T0 + timedelta(minutes=15)
+
+
+async def test_a_window_left_open_by_a_crash_is_assessed_after_the_restart(
+    seeded: Seeded,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    crashed = utc_floor(now - timedelta(minutes=20), 15)  # ended, never assessed
+    with seeded.sessions() as session:  # what the previous run stored before it died
+        insert_readings(
+            session,
+            readings=_readings("wear-1", 1, crashed + timedelta(minutes=2), 85.0),
+            patient_id_by_device={"wear-1": seeded.patient_id},
+        )
+        session.commit()
+    runtime = IngestRuntime(seeded.settings, seeded.sessions, triage_step=ThresholdTriage())
+    await runtime.start()
+    try:
+        assert runtime.triage.tracker.open_windows == {seeded.patient_id: crashed}
+        # the device carries on in a later window: that closes the re-opened one
+        await runtime.service.ingest("wear-1", encode_batch(_readings("wear-1", 2, now, 97.0)))
+
+        def verdicts() -> list[tuple[datetime, str]]:
+            with seeded.sessions() as session:
+                rows = list_verdicts(session, patient_id=seeded.patient_id)
+                return [(row.window_start, row.level) for row in rows]
+
+        await wait_until(lambda: verdicts() == [(crashed, "critical")])
+        assert runtime.triage.unassessed_windows() == {seeded.patient_id: utc_floor(now, 15)}
+    finally:
+        await runtime.stop()
+    # a restart now re-opens only the window that is still unassessed
+    again = IngestRuntime(seeded.settings, seeded.sessions, triage_step=ThresholdTriage())
+    await again.start()
+    try:
+        assert again.triage.tracker.open_windows == {seeded.patient_id: utc_floor(now, 15)}
+    finally:
+        await again.stop()

@@ -7,8 +7,10 @@ them, stores the verdicts and has the alert dispatcher handed in (``alerts``) ap
 rules (:mod:`iomt.alerts.rules`) to them in the same transaction. A timer closes the windows
 of patients whose devices went silent.
 
-The window state is kept in memory: after a restart, windows that were open are closed by
-the first later reading (or the timer) of each patient again.
+The window state is kept in memory and rebuilt from the store on start: a patient whose newest
+reading (within the last few windows) lies in a window without a verdict gets that window
+re-opened, so a window that was open when the service stopped or crashed is still assessed,
+by the patient's next later reading or by the silence timer.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from iomt.domain.analysis import TriageStep
+from iomt.domain.analysis import TriageStep, utc_floor
 from iomt.domain.triage import TriageLevel
 from iomt.ingest.service import IngestService
 from iomt.ingest.windows import WindowTracker
-from iomt.store.clinical import list_verdicts, store_verdict
-from iomt.store.readings import readings_for_window
+from iomt.store.clinical import assessed_windows, list_verdicts, store_verdict
+from iomt.store.readings import newest_reading_times, readings_for_window
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,12 @@ class TriageScheduler:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Subscribe to commits and start the worker and the silence timer."""
+        """Re-open unassessed windows, subscribe to commits, start the worker and the timer."""
         self._wake = asyncio.Event()
+        unassessed = await self.service.run_in_writer(self.unassessed_windows)
+        if unassessed:
+            log.info("re-opened %d triage windows left open before the start", len(unassessed))
+        self.tracker.resume(unassessed, time.monotonic())
         self.service.on_commit.append(self._on_commit)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()), loop.create_task(self._timer())]
@@ -119,6 +125,20 @@ class TriageScheduler:
                     continue
                 if raised and self.alerts is not None:
                     self.alerts.published(raised)
+
+    def unassessed_windows(self, now: datetime | None = None) -> dict[int, datetime]:
+        """Patients whose newest window has readings but no verdict: ``{patient: start}``.
+
+        Only windows that the silence timer would still close count (the newest reading is
+        within ``max_silent_windows + 1`` windows of ``now``); older gaps are left alone.
+        """
+        tracker = self.tracker
+        since = (now or datetime.now(UTC)) - tracker.length * (tracker.max_silent_windows + 1)
+        with self.service.sessions() as session:
+            newest = newest_reading_times(session, since=since)
+            windows = {pid: utc_floor(moment, tracker.minutes) for pid, moment in newest.items()}
+            done = assessed_windows(session, windows=windows)
+        return {pid: start for pid, start in windows.items() if (pid, start) not in done}
 
     def assess(self, closed: list[tuple[int, datetime]]) -> list[dict[str, Any]]:
         """Assess closed windows in one transaction; returns the alerts raised (as dicts).

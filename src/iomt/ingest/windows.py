@@ -10,7 +10,8 @@ Windows are ``settings.triage_window_minutes`` long and aligned with
   they end, with no readings (the triage step reports everything missing), up to
   ``max_silent_windows``; after that the patient is forgotten until it sends again.
 
-Late readings for a window that is already closed are stored but do not re-open it.
+Late readings for a window that is already closed are stored but do not re-open it. After a
+restart, :meth:`WindowTracker.resume` re-opens the windows the store shows were still open.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ class WindowTracker:
                     closed.append((patient_id, current))
                 self._open[patient_id] = start
         return closed
+
+    def resume(self, windows: Mapping[int, datetime], now_mono: float) -> None:
+        """Re-open windows that were open before a restart (patient -> window start).
+
+        They close like any other: on a later reading, or by the timer once they have ended
+        and ``silence_s`` has passed without readings (counted from now).
+        """
+        for patient_id, start in windows.items():
+            current = self._open.get(patient_id)
+            if current is None or start > current:
+                self._open[patient_id] = start
+                self._last_activity[patient_id] = now_mono
 
     def expire(self, now: datetime, now_mono: float) -> list[tuple[int, datetime]]:
         """Close ended windows of patients that went silent (call periodically)."""

@@ -79,6 +79,21 @@ def list_verdicts(
     return list(session.scalars(query))
 
 
+def assessed_windows(
+    session: Session, *, windows: Mapping[int, datetime]
+) -> set[tuple[int, datetime]]:
+    """Which of the given ``{patient_id: window_start}`` windows already have a verdict."""
+    if not windows:
+        return set()
+    rows = session.execute(
+        select(VerdictRow.patient_id, VerdictRow.window_start).where(
+            VerdictRow.patient_id.in_(list(windows)),
+            VerdictRow.window_start >= min(windows.values()),
+        )
+    ).all()
+    return {(pid, start) for pid, start in rows if windows.get(pid) == start}
+
+
 def add_study(
     session: Session,
     *,

@@ -227,6 +227,19 @@ def patients_with_readings(
     return sorted(session.scalars(query))
 
 
+def newest_reading_times(session: Session, *, since: datetime) -> dict[int, datetime]:
+    """Each patient's newest reading time, for patients whose newest reading is at or after
+    ``since`` (one index lookup per patient on ``(patient_id, time)``)."""
+    newest = (
+        select(func.max(ReadingRow.time))
+        .where(ReadingRow.patient_id == Patient.id)
+        .correlate(Patient)
+        .scalar_subquery()
+    )
+    rows = session.execute(select(Patient.id, newest.label("newest"))).all()
+    return {pid: moment for pid, moment in rows if moment is not None and moment >= since}
+
+
 def list_readings(
     session: Session,
     *,
