@@ -10,9 +10,16 @@ import pytest
 
 from iomt.domain.analysis import ImageInput
 from iomt.domain.imaging import Modality
+from iomt.errors import ModelError
 from iomt.inference.benchmark import measure, onnx_flops
 from iomt.inference.predictor import OnnxClassifier
-from iomt.inference.quantize import holds_accuracy, quantize_model, record_variant
+from iomt.inference.quantize import (
+    holds_accuracy,
+    method_label,
+    quantize_model,
+    record_variant,
+    stem_convs,
+)
 from iomt.inference.registry import ModelRegistry
 from iomt.inference.step import OnnxImageAnalysis
 
@@ -60,6 +67,59 @@ def test_static_int8_variant_is_recorded_verified_and_served(
     (finding,) = step.analyse(ImageInput(study_id=1, modality=Modality.XRAY, pixels=_images(1)[0]))
     assert step._predictors["cxr-a"].path == target
     assert finding.heatmap is not None and finding.heatmap.shape == (40, 48)
+
+
+def _int8_weights_and_fp32_convs(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """int8 weight initializers of a QDQ model, and the inputs of the Convs left in fp32."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    produced_by_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    fp32_convs = [
+        n.input[0] for n in graph.node if n.op_type == "Conv" and n.input[1] not in produced_by_dq
+    ]
+    return weights, fp32_convs
+
+
+def test_default_recipe_keeps_the_stem_fp32_with_7_bit_weights(
+    model_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    model = ModelRegistry.scan(model_factory("cxr-a").parent).get("cxr-a")
+    default = quantize_model(model, _images(8), output=tmp_path / "default.onnx")
+    weights, fp32_convs = _int8_weights_and_fp32_convs(default)
+    assert fp32_convs == ["image"]  # the stem reads the image in fp32; the second conv is int8
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64  # reduce_range: 7 bits
+    full = quantize_model(model, _images(8), output=tmp_path / "full.onnx", recipe="all-int8")
+    weights, fp32_convs = _int8_weights_and_fp32_convs(full)
+    assert fp32_convs == []
+    assert max(int(np.abs(w).max()) for w in weights) > 64  # 8-bit weights
+    probs = [
+        OnnxClassifier(model.card, path).predict_probs(_images(6, seed=1))
+        for path in (model.verified_path(), default, full)
+    ]
+    assert np.abs(probs[1] - probs[0]).max() < 0.2
+    assert method_label("static", "minmax") == "static-qdq-minmax-rr-fp32stem"
+    assert method_label("static", "entropy", "all-int8") == "static-qdq-entropy"
+    assert method_label("dynamic") == "dynamic"
+
+
+def test_stem_convs_names_an_unnamed_stem(model_factory: Callable[..., Path]) -> None:
+    import onnx
+
+    path = model_factory("cxr-a") / "model.onnx"
+    assert onnx.load(str(path)).graph.node[0].name == ""  # the fixture's nodes are unnamed
+    assert stem_convs(path) == ["stem_conv_0"]
+    assert onnx.load(str(path)).graph.node[0].name == "stem_conv_0"
+
+
+def test_unknown_recipe_is_refused(model_factory: Callable[..., Path]) -> None:
+    model = ModelRegistry.scan(model_factory("cxr-a").parent).get("cxr-a")
+    with pytest.raises(ModelError, match="recipe"):
+        quantize_model(model, _images(2), recipe="int4")
 
 
 def test_auc_loss_rule() -> None:

@@ -267,6 +267,9 @@ def quantize(
     n_calib: int = typer.Option(64, min=1, help="Calibration images (random, from 'train')."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime intra-op threads for timing."),
     n_boot: int = typer.Option(200, min=10, help="Bootstrap resamples for the CIs."),
+    recipe: str = typer.Option(
+        "fp32-stem", help="Static recipe: fp32-stem (stem conv fp32, 7-bit weights) or all-int8."
+    ),
 ) -> None:
     """Write model.int8.onnx, compare it with fp32 on held-out data, record it in the card.
 
@@ -279,7 +282,7 @@ def quantize(
     try:
         result = quantize_and_judge(
             model, data, split_file=split_file, method=method, calibrate=calibrate,
-            n_calib=n_calib, threads=threads, n_boot=n_boot,
+            n_calib=n_calib, threads=threads, n_boot=n_boot, recipe=recipe,
         )  # fmt: skip
     except IomtError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -297,6 +300,7 @@ def quantize_and_judge(
     n_calib: int,
     threads: int,
     n_boot: int,
+    recipe: str = "fp32-stem",
 ) -> dict[str, Any]:
     """Quantise, evaluate fp32 and int8 on the same held-out rows, time both, record the card."""
     import numpy as np
@@ -306,7 +310,12 @@ def quantize_and_judge(
     from iomt.inference.dataset import check_labels, read_manifest, score_rows, select_split
     from iomt.inference.images import load_image, preprocess_batch
     from iomt.inference.predictor import OnnxClassifier
-    from iomt.inference.quantize import holds_accuracy, quantize_model, record_variant
+    from iomt.inference.quantize import (
+        holds_accuracy,
+        method_label,
+        quantize_model,
+        record_variant,
+    )
     from iomt.inference.registry import ModelRegistry
     from iomt.vision.export import json_ready
 
@@ -321,7 +330,9 @@ def quantize_and_judge(
     rng = np.random.default_rng(0)
     picked = rng.choice(len(calib_rows), size=min(n_calib, len(calib_rows)), replace=False)
     calibration = [load_image(calib_rows[i].path) for i in sorted(picked)]
-    target = quantize_model(registered, calibration, method=method, calibrate=calibrate)
+    target = quantize_model(
+        registered, calibration, method=method, calibrate=calibrate, recipe=recipe
+    )
     truth = np.array([card.labels.index(r.label) for r in eval_rows])
     groups = np.array([r.group_id for r in eval_rows])
     grouped = np.unique(groups).size < len(eval_rows)
@@ -346,7 +357,7 @@ def quantize_and_judge(
     speedup = fp32["latency_b1"]["p50_ms"] / int8["latency_b1"]["p50_ms"]
     use = bool(holds and speedup > 1.0)
     metrics = {
-        "method": method if method == "dynamic" else f"static-qdq-{calibrate}",
+        "method": method_label(method, calibrate, recipe),
         "calibration_images": len(calibration),
         "evaluated_on": {
             "data": str(data), "split": "test" if split_file else "all", "n": len(eval_rows),

@@ -6,6 +6,20 @@ not see the test data); ``dynamic`` quantises only MatMul/Gemm weights (for CNNs
 changes anything, which is why static is the default). Whether the variant may serve is decided
 by :func:`holds_accuracy` on held-out data and recorded in the card's ``variants``.
 
+Static recipes (``recipe``):
+
+``fp32-stem`` (default)
+    The stem convolution (the Conv reading the image: 1-3 input channels, about 1 % of the
+    FLOPs) stays fp32, and weights use 7 bits (``reduce_range``). On x86 CPUs without VNNI
+    (AVX2, AVX-512 without VNNI) ONNX Runtime's u8 x s8 kernels add pairs of products in
+    saturating 16-bit arithmetic (``vpmaddubsw``): with 8-bit weights the stem, whose uint8
+    input spans the whole range, overflows there, and the same int8 file gives different
+    predictions on such a CPU than on one with VNNI (measured: ct-covid test AUC 0.727 instead
+    of 0.634). 7-bit weights cannot overflow, and the stem in int8 was slower than in fp32
+    (K = 9-27 is too short for the int8 GEMM); see ``benchmarks/vision/README.md``.
+``all-int8``
+    Every Conv/Add quantised with 8-bit weights (the recipe of the v1 variants).
+
 Needs the ``onnx`` package (the ``vision`` extra); the service itself never imports this.
 """
 
@@ -32,6 +46,8 @@ log = logging.getLogger(__name__)
 
 METHODS = ("static", "dynamic")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
+RECIPES = ("fp32-stem", "all-int8")
+DEFAULT_RECIPE = "fp32-stem"
 #: Largest AUC drop (absolute, 0.5 percentage points) at which the int8 model may serve.
 MAX_AUC_LOSS = 0.005
 
@@ -58,6 +74,7 @@ def quantize_model(
     method: str = "static",
     output: Path | None = None,
     calibrate: str = "minmax",
+    recipe: str = DEFAULT_RECIPE,
 ) -> Path:
     """Write an int8 copy of ``model`` (default ``<dir>/model.int8.onnx``) and return its path.
 
@@ -71,11 +88,14 @@ def quantize_model(
         ``static`` QDQ (per-channel weights, uint8 activations) or ``dynamic``.
     calibrate
         Calibration method for static quantisation: ``minmax``, ``percentile`` or ``entropy``.
+    recipe
+        Static recipe: ``fp32-stem`` (stem conv in fp32, 7-bit weights) or ``all-int8``
+        (see the module docstring).
 
     Raises
     ------
     ModelError
-        For an unknown method or calibration, or static quantisation without images.
+        For an unknown method, calibration or recipe, or static quantisation without images.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -86,10 +106,10 @@ def quantize_model(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in METHODS or calibrate not in CALIBRATIONS:
+    if method not in METHODS or calibrate not in CALIBRATIONS or recipe not in RECIPES:
         raise ModelError(
-            f"unknown method {method!r} or calibration {calibrate!r}: "
-            f"use one of {METHODS} and {CALIBRATIONS}"
+            f"unknown method {method!r}, calibration {calibrate!r} or recipe {recipe!r}: "
+            f"use one of {METHODS}, {CALIBRATIONS} and {RECIPES}"
         )
     source = model.verified_path()
     target = output or source.with_name(f"{source.stem}.int8.onnx")
@@ -107,12 +127,15 @@ def quantize_model(
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
+        fp32_stem = recipe == "fp32-stem"
         quantize_static(
             prepared,
             target,
             _ImageReader(model.card, calibration, _input_name(prepared)),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=fp32_stem,
+            nodes_to_exclude=stem_convs(prepared) if fp32_stem else None,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[calibrate],
@@ -126,6 +149,35 @@ def quantize_model(
 #: so ``probs`` stay continuous (a uint8 softmax has 1/255 steps: ties in the AUC and a
 #: coarse threshold) and the CAM is computed from dequantised features with fp32 weights.
 FP32_OPS = frozenset({"Gemm", "MatMul", "Softmax", "Einsum"})
+
+
+def method_label(method: str, calibrate: str = "minmax", recipe: str = DEFAULT_RECIPE) -> str:
+    """The ``method`` recorded in a card: ``dynamic``, ``static-qdq-<calibration>`` (the
+    ``all-int8`` recipe, the v1 label) or ``static-qdq-<calibration>-rr-fp32stem``."""
+    if method == "dynamic":
+        return method
+    return f"static-qdq-{calibrate}" + ("-rr-fp32stem" if recipe == "fp32-stem" else "")
+
+
+def stem_convs(path: Path) -> list[str]:
+    """Names of the Conv nodes that read a graph input (the stem), in graph order.
+
+    A stem node without a name is given one (``stem_conv_<i>``) and the file rewritten, so it
+    can be passed to ``nodes_to_exclude``.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    inputs = {value.name for value in model.graph.input}
+    stems = [
+        n for n in model.graph.node if n.op_type == "Conv" and n.input and n.input[0] in inputs
+    ]
+    unnamed = [n for n in stems if not n.name]
+    for i, node in enumerate(unnamed):
+        node.name = f"stem_conv_{i}"
+    if unnamed:
+        onnx.save(model, str(path))
+    return [n.name for n in stems]
 
 
 def _static_op_types() -> list[str]:
