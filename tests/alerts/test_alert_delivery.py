@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from argon2 import profiles
 from sqlalchemy.orm import Session, sessionmaker
 
 from iomt.alerts.channels import SIGNATURE_HEADER, EmailChannel, WebhookChannel, verify_signature
@@ -22,7 +21,6 @@ from iomt.alerts.dispatch import AlertDispatcher
 from iomt.alerts.feed import AlertFeed
 from iomt.alerts.rules import AlertDraft
 from iomt.store.alerting import list_notifications
-from iomt.store.credentials import set_hash_parameters
 from iomt.store.db import init_db, session_factory
 from iomt.store.identity import assign_clinician, create_patient, create_user
 
@@ -82,11 +80,9 @@ def smtp() -> Iterator[tuple[int, _Inbox]]:
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    set_hash_parameters(profiles.CHEAPEST)
     engine = init_db(f"sqlite:///{tmp_path / 'iomt.db'}")
     yield session_factory(engine)
     engine.dispose()
-    set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
 
 
 def _seed(sessions: sessionmaker[Session]) -> int:

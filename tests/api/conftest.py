@@ -7,17 +7,8 @@ from pathlib import Path
 
 import pytest
 from api_helpers import World, build_world
-from argon2 import profiles
 
 from iomt.config import Settings
-from iomt.store.credentials import set_hash_parameters
-
-
-@pytest.fixture(autouse=True)
-def _cheap_argon2() -> Iterator[None]:
-    set_hash_parameters(profiles.CHEAPEST)
-    yield
-    set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
 
 
 @pytest.fixture

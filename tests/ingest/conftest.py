@@ -6,21 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import profiles
 from ingest_helpers import Seeded
 
 from iomt.config import Settings
 from iomt.ingest.runtime import IngestRuntime
-from iomt.store.credentials import set_hash_parameters
 from iomt.store.db import init_db, session_factory
 from iomt.store.identity import create_patient, register_device
-
-
-@pytest.fixture(autouse=True)
-def _cheap_argon2() -> Iterator[None]:
-    set_hash_parameters(profiles.CHEAPEST)
-    yield
-    set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
 
 
 @pytest.fixture

@@ -22,9 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from argon2 import profiles
 
-from iomt.store.credentials import set_hash_parameters
 from iomt.store.db import init_db, session_factory
 from iomt.store.identity import create_patient, register_device
 
@@ -61,21 +59,17 @@ def _kill9(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _seed(data_dir: Path, device_ids: list[str]) -> dict[str, str]:
-    set_hash_parameters(profiles.CHEAPEST)
-    try:
-        engine = init_db(f"sqlite:///{(data_dir / 'iomt.db').resolve()}")
-        secrets = {}
-        with session_factory(engine)() as session:
-            patient = create_patient(session, name="Fault", mrn=f"F-{uuid.uuid4().hex[:6]}")
-            for device_id in device_ids:
-                _, secrets[device_id] = register_device(
-                    session, device_id=device_id, kind="wearable", patient_id=patient.id
-                )
-            session.commit()
-        engine.dispose()
-        return secrets
-    finally:
-        set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
+    engine = init_db(f"sqlite:///{(data_dir / 'iomt.db').resolve()}")
+    secrets = {}
+    with session_factory(engine)() as session:
+        patient = create_patient(session, name="Fault", mrn=f"F-{uuid.uuid4().hex[:6]}")
+        for device_id in device_ids:
+            _, secrets[device_id] = register_device(
+                session, device_id=device_id, kind="wearable", patient_id=patient.id
+            )
+        session.commit()
+    engine.dispose()
+    return secrets
 
 
 def _body(message_no: int) -> bytes:

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import profiles
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from iomt.store.credentials import set_hash_parameters
 from iomt.store.db import init_db, make_engine, session_factory
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -54,10 +52,3 @@ def session(engine: Engine) -> Iterator[Session]:
     with factory() as s:
         yield s
 
-
-@pytest.fixture(autouse=True)
-def _cheap_argon2() -> Iterator[None]:
-    """Hash with argon2's test profile: same code path, milliseconds instead of 100s of ms."""
-    set_hash_parameters(profiles.CHEAPEST)
-    yield
-    set_hash_parameters(profiles.RFC_9106_LOW_MEMORY)
