@@ -11,7 +11,13 @@ import pytest
 from iomt.domain.analysis import ImageInput
 from iomt.domain.imaging import Modality
 from iomt.errors import ModelError
-from iomt.inference.benchmark import measure, onnx_flops
+from iomt.inference.benchmark import (
+    cpu_info,
+    int8_gemm_peak,
+    measure,
+    measure_interleaved,
+    onnx_flops,
+)
 from iomt.inference.predictor import OnnxClassifier
 from iomt.inference.quantize import (
     holds_accuracy,
@@ -40,6 +46,26 @@ def test_measure_reports_ordered_percentiles() -> None:
     assert latency.n == 20
     assert 0 < latency.min_ms <= latency.p50_ms <= latency.p99_ms
     assert latency.images_per_s == pytest.approx(4000.0 / latency.p50_ms)
+
+
+def test_measure_interleaved_times_every_function_in_blocks() -> None:
+    calls: list[str] = []
+    out = measure_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        batch=2, warmup=0, repeats=6, block=3,
+    )  # fmt: skip
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert out["a"].n == out["b"].n == 6 and out["a"].batch == 2
+    assert out["a"].cpu_p50_ms is not None and out["a"].cpu_p50_ms >= 0
+    assert "cpu_p50_ms" in out["b"].as_dict()
+
+
+def test_int8_gemm_peak_and_cpu_info() -> None:
+    peak = int8_gemm_peak(1, sizes=(64,), budget_s=0.05)
+    assert peak["fp32_gflops"] > 0 and peak["u8s8_gops"] > 0
+    assert peak["int8_vs_fp32"] == pytest.approx(peak["u8s8_gops"] / peak["fp32_gflops"])
+    info = cpu_info()
+    assert isinstance(info["features"], list) and "machine" in info
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:

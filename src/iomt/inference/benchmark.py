@@ -5,6 +5,13 @@ counted from the ONNX graph with inferred shapes, batch 1) divided by the peak G
 machine reaches in the same run on a large fp32 matrix product, so "latency / bound" says how
 close the runtime gets to what the cores can do. ``onnx`` (the ``vision`` extra) is needed for
 the FLOP count.
+
+The int8 speed-up a CPU can give is bounded by its int8 instructions: :func:`int8_gemm_peak`
+measures ONNX Runtime's u8 x s8 integer matrix product against its fp32 one in the same run
+(on AVX2 without VNNI about 2x, with AVX512-VNNI about 4x), and :func:`cpu_info` records which
+of those instructions the CPU has. :func:`measure_interleaved` times two runtimes in
+alternating blocks, so a shared machine's load falls on both alike; the process CPU time it
+reports beside wall time is, with one thread, the compute time without preemption.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ class Latency:
     p99_ms: float
     mean_ms: float
     min_ms: float
+    cpu_p50_ms: float | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -60,6 +68,10 @@ def measure(
         times.append((time.perf_counter() - t0) * 1000.0)
         if budget_s is not None and time.perf_counter() - start > budget_s and len(times) >= 10:
             break
+    return _latency(times, batch)
+
+
+def _latency(times: list[float], batch: int, cpu: list[float] | None = None) -> Latency:
     arr = np.asarray(times)
     return Latency(
         batch=batch,
@@ -68,7 +80,42 @@ def measure(
         p99_ms=float(np.percentile(arr, 99)),
         mean_ms=float(arr.mean()),
         min_ms=float(arr.min()),
+        cpu_p50_ms=float(np.percentile(cpu, 50)) if cpu else None,
     )
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    batch: int = 1,
+    warmup: int = 5,
+    repeats: int = 50,
+    block: int = 5,
+    budget_s: float | None = None,
+) -> dict[str, Latency]:
+    """Time several functions in alternating blocks of ``block`` calls (``repeats`` calls each).
+
+    Each call's wall time and the process CPU time of its block (per call) are kept; a load
+    change on a shared machine hits every function alike, so their ratios stay comparable.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while min(len(v) for v in wall.values()) < repeats:
+        for name, fn in fns.items():
+            c0 = time.process_time()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                wall[name].append((time.perf_counter() - t0) * 1000.0)
+            cpu[name].extend([(time.process_time() - c0) * 1000.0 / block] * block)
+        out_of_time = budget_s is not None and time.perf_counter() - start > budget_s
+        if out_of_time and min(len(v) for v in wall.values()) >= 10:
+            break
+    return {name: _latency(wall[name], batch, cpu[name]) for name in fns}
 
 
 def onnx_flops(path: Path) -> dict[str, int]:
@@ -165,6 +212,60 @@ def peak_gflops(
     }
 
 
+def int8_gemm_peak(
+    threads: int, sizes: tuple[int, ...] = (256, 512, 1024), budget_s: float = 3.0
+) -> dict[str, Any]:
+    """ORT's u8 x s8 ``MatMulInteger`` against its fp32 ``MatMul`` (best over ``sizes``).
+
+    ``int8_vs_fp32`` (int8 GOP/s / fp32 GFLOP/s, sizes measured in alternation) is the most
+    an int8 model can gain over fp32 on this CPU when both run at their kernels' peak.
+    """
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    best: dict[str, float] = {"fp32": 0.0, "u8s8": 0.0}
+    share = budget_s / (2 * len(sizes))
+    for size in sizes:
+        feeds = {
+            "fp32": (TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((size, size),
+                     dtype=np.float32), rng.standard_normal((size, size), dtype=np.float32)),
+            "u8s8": (TensorProto.UINT8, TensorProto.INT8, rng.integers(0, 256, (size, size),
+                     dtype=np.uint8), rng.integers(-127, 128, (size, size), dtype=np.int8)),
+        }  # fmt: skip
+        for name, (type_a, type_b, a, b) in feeds.items():
+            op = "MatMul" if name == "fp32" else "MatMulInteger"
+            session = _matmul_session(size, threads, op=op, types=(type_a, type_b))
+            ms = _best_ms(partial(session.run, None, {"a": a, "b": b}), share)
+            best[name] = max(best[name], 2.0 * size**3 / ms / 1e6)
+    return {
+        "fp32_gflops": best["fp32"],
+        "u8s8_gops": best["u8s8"],
+        "int8_vs_fp32": best["u8s8"] / best["fp32"],
+    }
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the SIMD features that decide int8 speed (Linux ``/proc/cpuinfo``)."""
+    import platform
+
+    info: dict[str, Any] = {"machine": platform.machine(), "model": None, "features": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return info
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and info["model"] is None:
+            info["model"] = value.strip()
+        if key.strip() == "flags":
+            flags = set(value.split())
+            info["features"] = [f for f in wanted if f in flags]
+            break
+    info["vnni"] = any(f in info["features"] for f in ("avx512_vnni", "avx_vnni"))
+    return info
+
+
 def _blas_threads(threads: int) -> Any:
     """Limit numpy's BLAS to ``threads`` (threadpoolctl, a scikit-learn dependency), if present."""
     try:
@@ -174,21 +275,25 @@ def _blas_threads(threads: int) -> Any:
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def _matmul_session(size: int, threads: int) -> Any:
-    """An ORT session computing one size x size fp32 MatMul (built in memory)."""
+def _matmul_session(
+    size: int, threads: int, op: str = "MatMul", types: tuple[int, int] | None = None
+) -> Any:
+    """An ORT session computing one size x size ``op`` (fp32 MatMul by default), in memory."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from iomt.inference.predictor import session_options
 
+    type_a, type_b = types or (TensorProto.FLOAT, TensorProto.FLOAT)
+    type_c = TensorProto.FLOAT if op == "MatMul" else TensorProto.INT32
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        [helper.make_node(op, ["a", "b"], ["c"])],
         "peak_matmul",
         [
-            helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
-            helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size]),
+            helper.make_tensor_value_info("a", type_a, [size, size]),
+            helper.make_tensor_value_info("b", type_b, [size, size]),
         ],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("c", type_c, [size, size])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
