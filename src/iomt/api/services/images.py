@@ -18,26 +18,13 @@ from PIL import Image
 
 from iomt.domain.imaging import Modality
 from iomt.errors import ValidationError
+from iomt.inference.images import decode_dicom, is_dicom, to_uint8
 
 log = logging.getLogger(__name__)
 
 #: Largest image accepted, in pixels (guards against decompression bombs).
 MAX_PIXELS = 64_000_000
 _PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
-_DICOM_TAGS = (
-    "Modality",
-    "PatientID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "StudyDate",
-    "BodyPartExamined",
-    "PhotometricInterpretation",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-    "Manufacturer",
-)
 
 
 @dataclass
@@ -60,63 +47,8 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale any numeric image to uint8 by its min-max range."""
-    if array.dtype == np.uint8:
-        return array
-    data = array.astype(np.float64)
-    low, high = float(np.min(data)), float(np.max(data))
-    if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    return np.round((data - low) / (high - low) * 255.0).astype(np.uint8)
-
-
-def _is_dicom(data: bytes) -> bool:
-    return len(data) > 132 and data[128:132] == b"DICM"
-
-
 def _decode_dicom(data: bytes) -> DecodedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_voi_lut
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError) as exc:
-        raise ValidationError(f"not a readable DICOM file: {exc}") from None
-    if "PixelData" not in dataset:
-        raise ValidationError("the DICOM file has no pixel data")
-    meta: dict[str, Any] = {}
-    for tag in _DICOM_TAGS:
-        value = dataset.get(tag)
-        if value is not None and value != "":
-            meta[tag] = value if isinstance(value, int | float) else str(value)
-    meta["TransferSyntaxUID"] = str(dataset.file_meta.get("TransferSyntaxUID", ""))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            array = dataset.pixel_array
-    except Exception as exc:  # pydicom raises many types for unsupported encodings
-        raise ValidationError(
-            f"cannot decode the DICOM pixel data (transfer syntax "
-            f"{meta['TransferSyntaxUID'] or 'unknown'}): {exc}"
-        ) from None
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        array = array[frames // 2]
-        meta["frame_used"] = frames // 2
-    if samples == 1:
-        try:
-            array = apply_voi_lut(array, dataset)
-        except Exception:  # no usable window: fall back to min-max
-            log.debug("no VOI LUT/window applied", exc_info=True)
-        pixels = _to_uint8(np.asarray(array))
-        if photometric == "MONOCHROME1":
-            pixels = 255 - pixels
-    else:
-        pixels = _to_uint8(np.asarray(array))[..., :3]
+    pixels, meta = decode_dicom(data)
     modality: Modality | None = None
     if "Modality" in meta:
         try:
@@ -149,7 +81,7 @@ def _decode_raster(data: bytes) -> DecodedImage:
         raise ValidationError(f"not a readable PNG/JPEG image: {exc}") from None
     if image.mode in ("L", "1", "I", "I;16", "F", "P") and not _palette_has_colour(image):
         gray = image.convert("I") if image.mode in ("I", "I;16", "F") else image.convert("L")
-        pixels = _to_uint8(np.asarray(gray))
+        pixels = to_uint8(np.asarray(gray))
     else:
         pixels = np.asarray(image.convert("RGB"))
     return DecodedImage(pixels=pixels, media_type=_PIL_FORMATS[image_format], modality=None)
@@ -172,7 +104,7 @@ def decode_image(data: bytes) -> DecodedImage:
     """
     if not data:
         raise ValidationError("the uploaded file is empty")
-    return _decode_dicom(data) if _is_dicom(data) else _decode_raster(data)
+    return _decode_dicom(data) if is_dicom(data) else _decode_raster(data)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
