@@ -34,12 +34,31 @@ def home(request: Request) -> Response:
     return RedirectResponse(web.home_for(user), status_code=303)
 
 
+def _login_page(
+    request: Request,
+    *,
+    next_url: str,
+    username: str = "",
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The sign-in form, optionally with an error and the user name typed before."""
+    return render(
+        request,
+        "login.html",
+        None,
+        None,
+        status_code=status,
+        error=error,
+        username=username,
+        next_url=web.safe_next(next_url),
+    )
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "") -> HTMLResponse:
     """The sign-in form."""
-    return render(
-        request, "login.html", None, None, error=None, username="", next_url=web.safe_next(next)
-    )
+    return _login_page(request, next_url=next)
 
 
 @router.post("/login", response_model=None)
@@ -59,15 +78,12 @@ def login_submit(
     address = request.client.host if request.client else None
     wait = guard.retry_after(username, address)
     if wait is not None:
-        locked = render(
+        locked = _login_page(
             request,
-            "login.html",
-            None,
-            None,
-            status_code=429,
-            error="Too many failed sign-ins. Please wait a few minutes and try again.",
+            next_url=next,
             username=username,
-            next_url=web.safe_next(next),
+            error="Too many failed sign-ins. Please wait a few minutes and try again.",
+            status=429,
         )
         locked.headers.update(retry_after_header(wait))
         return locked
@@ -75,15 +91,12 @@ def login_submit(
     if user is None:
         log.info("dashboard login failed for %r", username[:64])
         guard.failed(username, address)
-        return render(
+        return _login_page(
             request,
-            "login.html",
-            None,
-            None,
-            status_code=401,
-            error="Wrong user name or password.",
+            next_url=next,
             username=username,
-            next_url=web.safe_next(next),
+            error="Wrong user name or password.",
+            status=401,
         )
     guard.succeeded(username)
     target = web.safe_next(next) or web.home_for(user)
