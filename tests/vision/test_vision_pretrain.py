@@ -136,6 +136,7 @@ def test_also_excluded_task_is_left_out_like_the_target(shared: Path, tmp_path: 
     assert meta["targets"] == [TARGET, "chest/lus"]
     src_a = meta["sources"][0]
     assert src_a["dropped_groups"] == 3 and src_a["images"] == 8  # t0, t1 and lus's a0
+    assert meta["skipped_sources"] == {}
     for task in (TARGET, "chest/lus"):
         load_backbone(build_model("iomtnet_s", 3, 1), tmp_path, task, "iomtnet_s")
     with pytest.raises(ValueError, match="leaving out"):

@@ -255,9 +255,11 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
         target_groups |= set(read_manifest(root / other).groups)
     t0 = time.perf_counter()
     sources: list[SourceData] = []
+    skipped: dict[str, str] = {}
     for name in names:
         if not (root / name / "manifest.csv").exists():
             log.warning("source %s not found under %s: skipped", name, root)
+            skipped[name] = "not found"
             continue
         src = load_source(
             root,
@@ -270,6 +272,7 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
         )
         if len(src.targets) == 0 or len(src.labels) < 2:
             log.warning("source %s has fewer than two classes after filtering: skipped", name)
+            skipped[name] = f"fewer than two classes after dropping {src.dropped_images} rows"
             continue
         log.info("source %s: %s", name, src.summary())
         sources.append(src)
@@ -358,6 +361,7 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
         "mean": mean,
         "std": std,
         "sources": [s.summary() for s in sources],
+        "skipped_sources": skipped,
         "target_groups_excluded": len(target_groups),
         "history": history,
         "train_seconds": round(time.perf_counter() - t_train, 1),
