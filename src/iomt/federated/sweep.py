@@ -225,6 +225,13 @@ def run_sweep(base: ExperimentConfig, seeds: Sequence[int], resume: bool = True)
     result = aggregate(per_seed)
     result["config"] = {k: v for k, v in asdict(base).items() if k not in ("seed", "out")}
     result["seconds"] = {str(s): per_seed[s].get("seconds") for s in seeds}
+    result["best_stopped_rounds"] = {
+        str(s): {
+            m: {run: [r["best_round"], r["stopped_round"]] for run, r in e.get("runs", {}).items()}
+            for m, e in per_seed[s]["methods"].items()
+        }
+        for s in seeds
+    }
     (out / "fl_sweep.json").write_text(json.dumps(result, indent=2, default=str))
     plot_sweep(result, out / "fl_sweep.png")
     return result
