@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 
 from iomt.cli.fl import app
 from iomt.federated.experiment import ExperimentConfig, table_rows
-from iomt.federated.sweep import _reusable, aggregate, parse_seeds, seed_config, t_interval
+from iomt.federated.sweep import (
+    _reusable,
+    aggregate,
+    all_covid_f1,
+    parse_seeds,
+    seed_config,
+    t_interval,
+)
 from iomt.federated.task import SiteData
 
 #: Two-sided 97.5 % Student-t quantiles (df 1, 2), from a printed t-table.
@@ -117,6 +124,19 @@ def test_table_rows_reports_adults_beside_all() -> None:
     # no subset when ages are unknown
     plain = SiteData(data.images, data.targets, data.groups, "xray")
     assert "subsets" not in table_rows(_Brightness(), {"xray": plain}, n_boot=20)["xray"]
+
+
+def test_all_covid_floor() -> None:
+    assert all_covid_f1(3, 4) == pytest.approx(2 * 0.75 / 1.75)
+    assert all_covid_f1(0, 4) is None and all_covid_f1(None, None) is None
+    per_seed = {
+        s: {"methods": {"fedavg": {"table": {"xray": _rep(0.5, 0.5) | {"n": n}}}}}
+        for s, n in ((0, 10), (1, 20))
+    }
+    for s, covid in ((0, 5), (1, 5)):
+        per_seed[s]["methods"]["fedavg"]["table"]["xray"]["per_class"]["covid"]["support"] = covid
+    floor = aggregate(per_seed)["all_covid_f1"]["xray"]
+    assert floor["values"] == pytest.approx([2 * 0.5 / 1.5, 2 * 0.25 / 1.25])
 
 
 def test_parse_seeds() -> None:

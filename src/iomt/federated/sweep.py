@@ -98,7 +98,19 @@ def _figures(rep: Mapping[str, Any]) -> dict[str, float | None]:
         "covid_f1": _num(rep["per_class"]["covid"]["f1"]),
         "auc": _num(auc),
         "macro_f1": _num(rep.get("macro_f1")),
+        "all_covid_f1": all_covid_f1(rep["per_class"]["covid"].get("support"), rep.get("n")),
     }
+
+
+def all_covid_f1(covid: int | None, n: int | None) -> float | None:
+    """COVID F1 of the trivial rule "everything is COVID" on a test set (a floor to beat).
+
+    Precision is the COVID share p, recall 1, so F1 = 2p / (1 + p).
+    """
+    if not covid or not n:
+        return None
+    p = covid / n
+    return 2 * p / (1 + p)
 
 
 def _num(value: Any) -> float | None:
@@ -166,10 +178,24 @@ def aggregate(
         "methods": table,
         "differences": diffs,
         "per_seed": {str(s): figures[s] for s in seeds},
+        "all_covid_f1": _trivial(figures, seeds, confidence),
         "paper_table3_f1": {
             m: {mod: {c: v[2] for c, v in cls.items()} for mod, cls in rows.items()}
             for m, rows in PAPER_TABLE3.items()
         },
+    }
+
+
+def _trivial(figs: Mapping[int, Any], seeds: list[int], confidence: float) -> dict[str, Any]:
+    """Per test set: the "everything is COVID" F1 (depends only on the seed's test set)."""
+    out: dict[str, Any] = {}
+    for seed in seeds:
+        for sets in figs[seed].values():
+            for k, f in sets.items():
+                out.setdefault(k, {})[seed] = f.get("all_covid_f1")
+    return {
+        k: _stat([v.get(s) for s in seeds], confidence)
+        for k, v in sorted(out.items(), key=lambda kv: _set_order(kv[0]))
     }
 
 
@@ -238,22 +264,33 @@ def run_sweep(base: ExperimentConfig, seeds: Sequence[int], resume: bool = True)
 
 
 def format_sweep(result: Mapping[str, Any]) -> str:
-    """Markdown table: mean [CI] of COVID F1 (and AUC) per method and test set, then differences."""
+    """Markdown table: rows = test set x metric, columns = methods (mean [95 % CI] over seeds),
+    then the paired differences, and the paper's Table III F1 where it has one."""
+    methods = list(result["methods"])
+    diffs = list(result["differences"])
     sets = sorted({k for m in result["methods"].values() for k in m}, key=_set_order)
-    lines = ["| method | " + " | ".join(f"{k} COVID F1 | {k} AUC" for k in sets) + " |"]
-    lines.append("|---" * (1 + 2 * len(sets)) + "|")
-    for m, row in result["methods"].items():
-        cells = []
-        for k in sets:
-            for metric in ("covid_f1", "auc"):
-                cells.append(_cell(row.get(k, {}).get(metric)))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    for name, row in result["differences"].items():
-        cells = []
-        for k in sets:
-            for metric in ("covid_f1", "auc"):
-                cells.append(_cell(row.get(k, {}).get(metric), signed=True))
-        lines.append(f"| {name} (paired) | " + " | ".join(cells) + " |")
+    head = ["test set", "metric", *methods, *(f"{d} (paired)" for d in diffs), "paper F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in sets:
+        for metric in ("covid_f1", "auc"):
+            cells = [k, "COVID F1" if metric == "covid_f1" else "AUC"]
+            cells += [_cell(result["methods"][m].get(k, {}).get(metric)) for m in methods]
+            cells += [
+                _cell(result["differences"][d].get(k, {}).get(metric), signed=True) for d in diffs
+            ]
+            paper = [result["paper_table3_f1"].get(m, {}).get(k, {}).get("covid") for m in methods]
+            known = metric == "covid_f1" and any(v is not None for v in paper)
+            cells.append(
+                " / ".join("-" if v is None else f"{v:.2f}" for v in paper) if known else ""
+            )
+            lines.append("| " + " | ".join(cells) + " |")
+    trivial = result.get("all_covid_f1", {})
+    if trivial:
+        lines.append("")
+        lines.append(
+            "'Everything is COVID' F1 (floor): "
+            + ", ".join(f"{k} {_cell(v)}" for k, v in trivial.items())
+        )
     return "\n".join(lines)
 
 
