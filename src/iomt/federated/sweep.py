@@ -306,43 +306,55 @@ def _cell(stat: Mapping[str, Any] | None, signed: bool = False) -> str:
 
 
 def plot_sweep(result: Mapping[str, Any], path: Path) -> None:
-    """Per-seed X-ray COVID F1 per method (dots, mean and CI), and the paired differences."""
+    """Per-seed COVID F1 (top) and AUC (bottom) per method and test set, with mean and CI;
+    right: the paired differences. Red: the paper's F1; grey dashes: "everything is COVID"."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    methods = list(result["methods"])
     sets = [
         k for k in ("xray", "xray_adult", "us") if any(k in r for r in result["methods"].values())
     ]
-    fig, axes = plt.subplots(1, len(sets) + 1, figsize=(4.2 * (len(sets) + 1), 4))
-    for ax, k in zip(axes, sets, strict=False):
-        for i, (m, row) in enumerate(result["methods"].items()):
-            _dots(ax, i, row.get(k, {}).get("covid_f1"))
-            paper = result["paper_table3_f1"].get(m, {}).get(k.split("_")[0], {}).get("covid")
-            if paper is not None:
-                ax.plot([i - 0.3, i + 0.3], [paper, paper], color="red", lw=1)
-        ax.set_xticks(range(len(result["methods"])), list(result["methods"]), rotation=20)
-        ax.set_title(f"{k}: COVID F1 per seed (red: paper)")
-        ax.set_ylim(-0.02, 1.02)
+    fig, axes = plt.subplots(2, len(sets) + 1, figsize=(4.2 * (len(sets) + 1), 7.6), squeeze=False)
+    for r, metric in enumerate(("covid_f1", "auc")):
+        name = "COVID F1" if metric == "covid_f1" else "AUC (COVID)"
+        for ax, k in zip(axes[r], sets, strict=False):
+            for i, m in enumerate(methods):
+                _dots(ax, i, result["methods"][m].get(k, {}).get(metric))
+                paper = result["paper_table3_f1"].get(m, {}).get(k.split("_")[0], {})
+                if metric == "covid_f1" and paper.get("covid") is not None:
+                    ax.plot([i - 0.3, i + 0.3], [paper["covid"]] * 2, color="red", lw=1)
+            floor = result.get("all_covid_f1", {}).get(k, {}).get("mean")
+            if metric == "covid_f1" and floor is not None:
+                ax.axhline(floor, color="grey", ls="--", lw=0.8)
+            if metric == "auc":
+                ax.axhline(0.5, color="grey", ls=":", lw=0.8)
+            ax.set_xticks(range(len(methods)), methods, rotation=20)
+            ax.set_title(f"{k}: {name} per seed", fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        ax = axes[r][-1]
+        labels: list[str] = []
+        for diff, row in result["differences"].items():
+            for k in ("xray", "xray_adult", "us"):
+                if k in row:
+                    _dots(ax, len(labels), row[k][metric])
+                    labels.append(f"{diff.replace('specialised', 'spec')}\n{k}")
+        ax.axhline(0, color="black", lw=0.8)
+        if metric == "covid_f1":
+            ax.axhspan(-0.02, 0.02, color="green", alpha=0.1)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=30)
+        ax.set_title(f"paired differences, {name}", fontsize=9)
         ax.grid(alpha=0.3)
-    ax = axes[-1]
-    labels: list[str] = []
-    for name, row in result["differences"].items():
-        for k in ("xray", "xray_adult"):
-            if k in row:
-                _dots(ax, len(labels), row[k]["covid_f1"])
-                labels.append(f"{name}\n{k}")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axhspan(-0.02, 0.02, color="green", alpha=0.1)
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
-    ax.set_title("paired differences, X-ray COVID F1")
-    ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{len(result['seeds'])} seeds; bars: mean and 95 % t-interval over seeds", fontsize=9
+        f"{len(result['seeds'])} seeds; dots: seeds; bars: mean and 95 % t-interval over seeds; "
+        "red: paper Table III; grey dashes: 'everything is COVID' F1",
+        fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
