@@ -143,3 +143,30 @@ def test_groups_with_two_labels_are_left_out_of_the_patient_report(
     report = _run("--model", str(model_factory("cxr-a")), "--data", str(data))
     assert report["n"] == 6 and report["group"]["n"] == 4
     assert report["group"]["excluded_mixed_label_groups"] == 1
+
+
+@pytest.mark.parametrize(
+    ("recipe", "label"),
+    [("fp32-stem", "static-qdq-minmax-rr-fp32stem"), ("all-int8", "static-qdq-minmax")],
+)
+def test_quantize_calibrates_on_train_judges_on_test_and_records_the_recipe(
+    tmp_path: Path, model_factory: Callable[..., Path], shared_data: Path, recipe: str, label: str
+) -> None:
+    data = _tiny_folder(shared_data / "chest" / "cxr-covid", tmp_path / "cxr", per_label=4)
+    with (data / "manifest.csv").open(newline="") as handle:
+        files = [row["file"] for row in csv.DictReader(handle)]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": files[::2], "test": files[1::2]}))
+    model = model_factory("cxr-a", threshold=0.3)
+    result = runner.invoke(
+        app,
+        ["quantize", "--model", str(model), "--data", str(data), "--split-file", str(split),
+         "--recipe", recipe, "--threads", "1", "--n-boot", "10"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["method"] == label and out["calibration_images"] == 4
+    assert out["evaluated_on"]["n"] == 4 and out["calibration_overlaps_evaluation"] is False
+    card = json.loads((model / "card.json").read_text())
+    assert card["variants"]["int8"]["metrics"]["method"] == label
+    assert (model / card["variants"]["int8"]["file"]).is_file()
