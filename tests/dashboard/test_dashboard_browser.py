@@ -318,7 +318,7 @@ def test_smear_analysed_by_the_shipped_model_shows_its_card(
     page.goto(f"{served.url}/studies/{served.seeded.smear_study_id}")
     page.wait_for_function("document.getElementById('study-image').naturalWidth > 0")
     text = page.locator("main").inner_text()
-    assert "Microscopy" in text and "wbc-types-iomtnet_s-v1" in text
+    assert "Microscopy" in text and "wbc-types-iomtnet_s-v2" in text
     assert "Test accuracy" in text  # the held-out report of the model card
     assert page.locator("#heatmap").count() == 1
     page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
