@@ -25,26 +25,26 @@ def test_throttle_locks_after_the_limit_and_unlocks_as_failures_leave_the_window
     clock = FakeClock()
     throttle = LoginThrottle(3, 60.0, clock=clock)
     for _ in range(2):
-        throttle.failed(["k"])
+        throttle.failed("k")
         clock.now += 10
-    assert throttle.retry_after(["k"]) is None  # 2 of 3
-    throttle.failed(["k"])  # failures at 1000, 1010, 1020
-    assert throttle.retry_after(["k"]) == pytest.approx(40.0)  # until 1000 + 60
-    assert throttle.retry_after(["other"]) is None
+    assert throttle.retry_after("k") is None  # 2 of 3
+    throttle.failed("k")  # failures at 1000, 1010, 1020
+    assert throttle.retry_after("k") == pytest.approx(40.0)  # until 1000 + 60
+    assert throttle.retry_after("other") is None
     clock.now = 1060.0  # the first failure leaves the window: 2 of 3 again
-    assert throttle.retry_after(["k"]) is None
-    throttle.failed(["k"])  # 1010, 1020, 1060: locked until 1010 + 60
-    assert throttle.retry_after(["k"]) == pytest.approx(10.0)
+    assert throttle.retry_after("k") is None
+    throttle.failed("k")  # 1010, 1020, 1060: locked until 1010 + 60
+    assert throttle.retry_after("k") == pytest.approx(10.0)
     throttle.succeeded("k")
-    assert throttle.retry_after(["k"]) is None
+    assert throttle.retry_after("k") is None
 
 
 def test_throttle_forgets_the_oldest_keys_beyond_its_bound() -> None:
     throttle = LoginThrottle(1, 60.0, max_keys=2, clock=FakeClock())
     for key in ("a", "b", "c"):
-        throttle.failed([key])
-    assert throttle.retry_after(["a"]) is None
-    assert throttle.retry_after(["b"]) is not None and throttle.retry_after(["c"]) is not None
+        throttle.failed(key)
+    assert throttle.retry_after("a") is None
+    assert throttle.retry_after("b") is not None and throttle.retry_after("c") is not None
 
 
 def test_guard_limits_addresses_more_loosely_than_user_names() -> None:

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 
 class LoginThrottle:
@@ -62,27 +62,24 @@ class LoginThrottle:
             return None
         return times
 
-    def retry_after(self, keys: Iterable[str]) -> float | None:
-        """Seconds until the first of ``keys`` that is locked unlocks; None if none is."""
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until ``key`` unlocks; None if it is not locked."""
         now = self._clock()
-        waits = []
         with self._lock:
-            for key in keys:
-                times = self._recent(key, now)
-                if times is not None and len(times) >= self.max_failures:
-                    # unlocks once enough failures left the window to drop below the limit
-                    waits.append(times[-self.max_failures] + self.window_seconds - now)
-        return max(waits) if waits else None
+            times = self._recent(key, now)
+            if times is None or len(times) < self.max_failures:
+                return None
+            # unlocks once enough failures left the window to drop below the limit
+            return times[-self.max_failures] + self.window_seconds - now
 
-    def failed(self, keys: Iterable[str]) -> None:
-        """Count one failed sign-in against every key."""
+    def failed(self, key: str) -> None:
+        """Count one failed sign-in against ``key``."""
         now = self._clock()
         with self._lock:
-            for key in keys:
-                times = self._recent(key, now) or deque()
-                times.append(now)
-                self._failures[key] = times
-                self._failures.move_to_end(key)
+            times = self._recent(key, now) or deque()
+            times.append(now)
+            self._failures[key] = times
+            self._failures.move_to_end(key)
             while len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
 
@@ -124,21 +121,17 @@ class SignInGuard:
 
     def retry_after(self, username: str, address: str | None) -> float | None:
         """Seconds to wait before this user name may try again from this address, or None."""
-        waits = [
-            w
-            for w in (
-                self.users.retry_after([self._user(username)]),
-                self.addresses.retry_after([address] if address else []),
-            )
-            if w is not None
-        ]
-        return max(waits) if waits else None
+        waits = [self.users.retry_after(self._user(username))]
+        if address:
+            waits.append(self.addresses.retry_after(address))
+        locked = [w for w in waits if w is not None]
+        return max(locked) if locked else None
 
     def failed(self, username: str, address: str | None) -> None:
         """Count a wrong password (or unknown user) for the user name and the address."""
-        self.users.failed([self._user(username)])
+        self.users.failed(self._user(username))
         if address:
-            self.addresses.failed([address])
+            self.addresses.failed(address)
 
     def succeeded(self, username: str) -> None:
         """A correct password: the user name's failures are forgiven."""
