@@ -128,11 +128,18 @@ def leave_target_out(manifest: Manifest, target_groups: set[str]) -> tuple[Manif
 
 
 def box_crops(
-    manifest: Manifest, channels: int, size: int, max_per_class: int, seed: int = 0
+    manifest: Manifest,
+    channels: int,
+    size: int,
+    max_per_class: int,
+    seed: int = 0,
+    classes: Sequence[str] = ("RBC", "WBC", "Platelets"),
 ) -> tuple[NDArray[np.uint8], list[str], list[str]]:
     """Square crops (10 % margin) of the labelled boxes, resized to ``size``.
 
-    At most ``max_per_class`` crops per box label, drawn at random (``seed``) over all rows.
+    Boxes are read with the detection reader (:func:`~iomt.vision.detection.data.parse_boxes`,
+    labels from ``classes``); boxes under 2 px a side are skipped. At most ``max_per_class``
+    crops per box label, drawn at random (``seed``) over all rows.
 
     Returns
     -------
@@ -141,12 +148,14 @@ def box_crops(
     """
     from PIL import Image
 
+    from iomt.vision.detection.data import parse_boxes
+
     boxes: list[tuple[int, str, list[float]]] = []
     for i, rec in enumerate(manifest.records):
-        for obj in json.loads(rec.extra.get("boxes") or "[]"):
-            x1, y1, x2, y2 = (float(v) for v in obj["box"])
+        parsed = parse_boxes(rec.extra.get("boxes", ""), classes)
+        for (x1, y1, x2, y2), label in zip(parsed.boxes.tolist(), parsed.labels, strict=True):
             if x2 - x1 >= 2 and y2 - y1 >= 2:
-                boxes.append((i, str(obj["label"]), [x1, y1, x2, y2]))
+                boxes.append((i, classes[int(label) - 1], [x1, y1, x2, y2]))
     rng = np.random.default_rng(seed)
     chosen: list[tuple[int, str, list[float]]] = []
     for label in sorted({b[1] for b in boxes}):
@@ -190,7 +199,10 @@ def load_source(
     kept, dropped = leave_target_out(manifest, target_groups)
     n_dropped = len(manifest) - len(kept)
     if name in BOX_SOURCES:
-        images, labels, groups = box_crops(kept, channels, size, max_crops_per_class, seed)
+        from iomt.vision.detection.tasks import get_detection_task
+
+        classes = get_detection_task(name).labels
+        images, labels, groups = box_crops(kept, channels, size, max_crops_per_class, seed, classes)
     else:
         images, labels, groups = load_images(kept, channels, size), kept.labels, kept.groups
     classes = tuple(sorted(set(labels)))
