@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -238,12 +238,10 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
         If a source is the target itself or no source is available.
     """
     import torch
-    from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    from iomt.vision.data import ImageDataset
     from iomt.vision.models import build_model
-    from iomt.vision.train import seed_everything
-    from iomt.vision.transforms import channel_stats, train_transform
+    from iomt.vision.train import seed_everything, weighted_loader
+    from iomt.vision.transforms import channel_stats
 
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -297,19 +295,8 @@ def pretrain(config: PretrainConfig, *, command: str | None = None) -> dict[str,
     targets = np.concatenate([s.targets + offsets[k] for k, s in enumerate(sources)])
     weights = np.concatenate([_class_balanced(s.targets, 1.0 / len(sources)) for s in sources])
     mean, std = channel_stats(images)
-    blood = spec.modality.value == "SM"
-    transform = train_transform(
-        mean, std, hflip=True, vflip=blood, degrees=180.0 if blood else 10.0
-    )
-    dataset = ImageDataset(images, targets, transform)
-    sampler = WeightedRandomSampler(
-        weights.tolist(),
-        num_samples=len(targets),
-        replacement=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    loader: Any = DataLoader(
-        cast(Any, dataset), batch_size=config.batch_size, sampler=sampler, drop_last=True
+    loader = weighted_loader(
+        spec, images, targets, weights, (mean, std), config.batch_size, config.seed
     )
     model = build_model(config.arch, 1, spec.channels)
     heads = torch.nn.ModuleList(torch.nn.Linear(model.num_features, len(s.labels)) for s in sources)

@@ -44,7 +44,7 @@ from iomt.vision.evaluate import (
     predict,
     selection_score,
 )
-from iomt.vision.tasks import get_task
+from iomt.vision.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,38 @@ def sample_weights(
         ],
         dtype=np.float64,
     )
+
+
+def weighted_loader(
+    spec: TaskSpec,
+    images: NDArray[np.uint8],
+    targets: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    norm: tuple[list[float], list[float]],
+    batch_size: int,
+    seed: int,
+) -> Any:
+    """Augmented training batches drawn with replacement by ``weights`` (len(targets) a pass).
+
+    Augmentation follows the task's modality: blood smears are flipped both ways and rotated
+    freely, radiology images flipped left-right and rotated by at most 10 degrees.
+    """
+    import torch
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    from iomt.vision.data import ImageDataset
+    from iomt.vision.transforms import train_transform
+
+    blood = spec.modality.value == "SM"
+    transform = train_transform(*norm, hflip=True, vflip=blood, degrees=180.0 if blood else 10.0)
+    sampler = WeightedRandomSampler(
+        weights.tolist(),
+        num_samples=len(targets),
+        replacement=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    dataset = ImageDataset(images, targets, transform)
+    return DataLoader(cast(Any, dataset), batch_size=batch_size, sampler=sampler, drop_last=True)
 
 
 def _aux(manifest: Manifest, idx: NDArray[np.int64], attr: str) -> NDArray[np.str_] | None:
@@ -211,11 +243,9 @@ def train(
         validation score and the held-out test report (``test``).
     """
     import torch
-    from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    from iomt.vision.data import ImageDataset
     from iomt.vision.models import build_model
-    from iomt.vision.transforms import channel_stats, train_transform
+    from iomt.vision.transforms import channel_stats
 
     torch.set_num_threads(config.threads)
     spec = get_task(config.task)
@@ -239,20 +269,8 @@ def train(
     ages = _aux(manifest, tr, "age_group") if config.balance_age else None
     groups_tr = [manifest.records[i].group_id for i in tr] if config.balance_groups else None
     weights = sample_weights(targets[tr], ages, groups_tr)
-    sampler = WeightedRandomSampler(
-        weights.tolist(),
-        num_samples=len(tr),
-        replacement=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    blood = spec.modality.value == "SM"
-    dataset = ImageDataset(
-        images[tr],
-        targets[tr],
-        train_transform(mean, std, hflip=True, vflip=blood, degrees=180.0 if blood else 10.0),
-    )
-    loader: Any = DataLoader(
-        cast(Any, dataset), batch_size=config.batch_size, sampler=sampler, drop_last=True
+    loader = weighted_loader(
+        spec, images[tr], targets[tr], weights, (mean, std), config.batch_size, config.seed
     )
 
     model = build_model(config.arch, len(spec.labels), spec.channels)

@@ -284,4 +284,3 @@ def train_detector(
             log.info("budget reached after epoch %d", epoch)
             break
     return best_path if best_path.exists() else last_path
-
