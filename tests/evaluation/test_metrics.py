@@ -87,3 +87,13 @@ def test_aggregate_by_group_rejects_mixed_labels() -> None:
     assert means.tolist() == pytest.approx([0.3, 0.9])
     with pytest.raises(ValueError, match="several labels"):
         aggregate_by_group(["p1", "p1"], [0, 1], [0.1, 0.2])
+
+
+def test_mean_interval_matches_the_t_formula() -> None:
+    from iomt.evaluation.metrics import mean_interval
+
+    values = [0.80, 0.84, 0.78, 0.86, 0.82]  # mean 0.82, sd 0.0316
+    half = 2.7764451 * np.std(values, ddof=1) / np.sqrt(5)  # t(0.975, df=4)
+    assert mean_interval(values) == pytest.approx((0.82 - half, 0.82 + half))
+    assert all(np.isnan(mean_interval([0.8])))
+    assert mean_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)

@@ -3,7 +3,8 @@
 Every accuracy claim in iomt comes from here: point estimates are computed with
 scikit-learn, intervals with Wilson's score interval for proportions (the default), the
 normal approximation ``p +- z*sqrt(p(1-p)/N)`` the papers use (for comparison), and the
-percentile bootstrap for statistics that are not proportions (F1, AUC, macro averages).
+percentile bootstrap for statistics that are not proportions (F1, AUC, macro averages), and
+Student's t interval for the mean of a few replicates (e.g. one figure per seed).
 The bootstrap resamples whole groups (patients) when ``groups`` is given, so images of one
 patient never count as independent evidence.
 """
@@ -46,6 +47,23 @@ def normal_interval(p: float, n: int, confidence: float = 0.95) -> Interval:
         return (float("nan"), float("nan"))
     half = _z(confidence) * float(np.sqrt(p * (1 - p) / n))
     return (max(0.0, p - half), min(1.0, p + half))
+
+
+def mean_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
+    """Student's t interval for the mean of independent replicates (df = n - 1; not clipped).
+
+    Returns ``(nan, nan)`` with fewer than two values.
+    """
+    from scipy.stats import sem, t
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return (float("nan"), float("nan"))
+    mean, scale = float(x.mean()), float(sem(x))
+    if scale == 0.0:  # identical replicates: scipy would answer nan
+        return (mean, mean)
+    lo, hi = t.interval(confidence, x.size - 1, loc=mean, scale=scale)
+    return (float(lo), float(hi))
 
 
 def bootstrap_interval(

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from iomt.evaluation.metrics import mean_interval
 from iomt.federated.experiment import (
     METHODS,
     PAPER_TABLE3,
@@ -61,8 +62,6 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, A
 
     Returns ``mean``, ``ci`` ([lo, hi], None with fewer than two values), ``sd`` and ``n``.
     """
-    from scipy.stats import t
-
     x = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -70,9 +69,12 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, A
     mean = float(x.mean())
     if n < 2:
         return {"mean": mean, "ci": None, "sd": None, "n": 1}
-    sd = float(x.std(ddof=1))
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "ci": [mean - half, mean + half], "sd": sd, "n": n}
+    return {
+        "mean": mean,
+        "ci": list(mean_interval(x, confidence)),
+        "sd": float(x.std(ddof=1)),
+        "n": n,
+    }
 
 
 def seed_figures(summary: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
