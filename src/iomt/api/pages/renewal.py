@@ -51,10 +51,6 @@ class SessionRenewal:
         if token is None:
             await self.app(scope, receive, send)
             return
-        renewed = self._renewed(scope, token)
-        if renewed is None:
-            await self.app(scope, receive, send)
-            return
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
@@ -62,7 +58,8 @@ class SessionRenewal:
                 sets_cookie = any(
                     value.startswith(f"{COOKIE_NAME}=") for value in headers.getlist("set-cookie")
                 )
-                if not sets_cookie:
+                renewed = None if sets_cookie else self._renewed(scope, token)
+                if renewed is not None:
                     headers.append("set-cookie", renewed)
             await send(message)
 
